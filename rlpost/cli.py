@@ -18,6 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job on the embedded tiny CPU defaults")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.set_defaults(func=_demo)
+    # Each component registers its own subcommands; imports stay light (heavy ones happen inside the handlers).
+    from rlpost.policy.cli import add_policy_subcommands
+    from rlpost.rewards.cli import add_rewards_subcommands
+    from rlpost.scenarios.cli import add_data_subcommands
+
+    add_data_subcommands(sub)
+    add_policy_subcommands(sub)
+    add_rewards_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,26 @@
+"""RewardWorker: the composed reward pipeline (each component guarded by its deadline) as a Ray actor."""
+
+from __future__ import annotations
+
+import ray
+
+
+@ray.remote
+class RewardWorker:
+    def __init__(self, rewards_cfg, cache_url: str | None, cache_prefix: str, threads: int = 1):
+        from rlpost.rewards.cache import RewardCache
+        from rlpost.rewards.pipeline import RewardPipeline
+        from rlpost.runtime import configure_cpu_runtime
+
+        configure_cpu_runtime(threads)
+        cache = RewardCache(cache_url, prefix=cache_prefix) if cache_url else None
+        self.pipeline = RewardPipeline(rewards_cfg, cache=cache)
+
+    def score(self, completions, scenarios):
+        return self.pipeline.score(completions, scenarios)
+
+    def metrics(self) -> dict:
+        return self.pipeline.metrics()
+
+    def close(self) -> None:
+        self.pipeline.close()

@@ -1,0 +1,138 @@
+"""Built-in reward ``coc_consistency`` (SPEC §5.2): does the trajectory do what the reasoning says?
+
+For each completion: parse the trace (``rlpost.coc.parse_trace``) into its decision; roll the controls out
+(``unicycle_rollout``, v0 = the history's last speed); detect the meta-actions of history ⊕ prediction
+(``rlpost.meta_actions.future_meta_actions``, computed for the whole batch by ``meta_batch.future_labels_batch``); check the decision against them with the project's matching table
+(``rlpost.consistency.check_consistency``). Value 1 if both axes agree, else 0.
+
+- A trace with no usable decision scores ``unparseable_value`` (0, SPEC §5.2) with status ``unparseable``; so does a
+  completion with no usable trajectory (nothing to be consistent with), or a rollout that overflows.
+- Batch structure: parsing is memoised per trace text (GRPO groups repeat traces), the rollout is vectorised over
+  the batch, and only samples with both a decision and a trajectory reach the meta-action detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from rlpost.coc import TraceParse, parse_trace
+from rlpost.rewards.kernels import rollout_batch
+from rlpost.rewards.meta_batch import future_labels_batch
+from rlpost.rewards.registry import register_reward
+from rlpost.rewards.types import Completion, RewardResult
+from rlpost.trajectory import DT
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse(text: str) -> TraceParse:
+    """``parse_trace`` memoised by text (it is a pure function of the text)."""
+    return parse_trace(text)
+
+
+def _usable_controls(c: Any, steps: int) -> tuple[np.ndarray | None, str]:
+    raw = getattr(c, "controls", None)
+    if raw is None:
+        return None, f"no trajectory (decode_status={getattr(c, 'decode_status', None)!r})"
+    try:
+        u = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        return None, f"controls are not numeric: {exc}"
+    if u.shape != (steps, 2):
+        return None, f"controls have shape {u.shape}, expected ({steps}, 2)"
+    if not np.isfinite(u).all():
+        return None, "controls contain NaN or inf"
+    return u, ""
+
+
+def _history(scenario: Any) -> np.ndarray:
+    sid = getattr(scenario, "scenario_id", "?")
+    try:
+        h = np.asarray(scenario.history, dtype=np.float64)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"scenario {sid!r}: history unusable: {exc}") from None
+    if h.ndim != 2 or h.shape[0] < 1 or h.shape[1] < 4 or not np.isfinite(h[:, :4]).all():
+        raise ValueError(f"scenario {sid!r}: history has shape {h.shape} or non-finite values, expected finite (H, 4)")
+    return h[:, :4]
+
+
+def meta_action_labels(histories: Sequence[np.ndarray], futures: np.ndarray, dt: float = DT):
+    """(longitudinal labels, lateral labels) of each ``history ⊕ future``, equal to ``future_meta_actions``.
+
+    Histories of one length go through the batched labeller together; other lengths are batched separately.
+    """
+    out: list = [None] * len(histories)
+    by_length: dict[int, list[int]] = {}
+    for i, h in enumerate(histories):
+        by_length.setdefault(h.shape[0], []).append(i)
+    for idx in by_length.values():
+        labels = future_labels_batch(np.stack([histories[i] for i in idx]), futures[idx], dt)
+        for i, lab in zip(idx, labels):
+            out[i] = lab
+    return out
+
+
+@register_reward("coc_consistency", version="1")
+def coc_consistency(
+    completions: Sequence[Completion],
+    scenarios: Sequence[Any],
+    /,
+    *,
+    unparseable_value: float = 0.0,
+    steps: int = 64,
+    dt: float = DT,
+) -> list[RewardResult]:
+    """1.0 if the trace's decision matches the trajectory's meta-actions on both axes, else 0.0 (module docstring).
+
+    steps: the expected trajectory length (controls must be ``(steps, 2)``). info per sample: decision, the future
+    meta-action labels per axis, the per-axis verdicts and the matching table's reason.
+    """
+    from rlpost.consistency import check_consistency
+
+    n = len(completions)
+    results: list[RewardResult | None] = [None] * n
+    histories: dict[int, np.ndarray | str] = {}
+    todo: list[int] = []
+    controls: list[np.ndarray] = []
+    for i, (c, s) in enumerate(zip(completions, scenarios)):
+        parsed = _parse(c.trace) if isinstance(c.trace, str) else parse_trace(c.trace)
+        u, why = _usable_controls(c, steps)
+        if not parsed.ok or u is None:
+            reasons = ([f"trace: {parsed.reason}"] if not parsed.ok else []) + ([why] if u is None else [])
+            results[i] = RewardResult.unparseable(unparseable_value, "; ".join(reasons))
+            continue
+        if id(s) not in histories:
+            try:
+                histories[id(s)] = _history(s)
+            except ValueError as exc:
+                histories[id(s)] = str(exc)
+        if isinstance(histories[id(s)], str):
+            results[i] = RewardResult.failed("error", 0.0, f"reward 'coc_consistency': {histories[id(s)]}")
+            continue
+        todo.append(i)
+        controls.append(u)
+    if todo:
+        hist = [histories[id(scenarios[i])] for i in todo]
+        v0 = np.array([h[-1, 3] for h in hist])
+        with np.errstate(over="ignore", invalid="ignore"):
+            states, _, _ = rollout_batch(np.stack(controls), v0, dt)
+        finite = np.isfinite(states).all(axis=(1, 2))
+        keep = np.nonzero(finite)[0]
+        labels = meta_action_labels([hist[j] for j in keep], states[keep], dt)
+        for j in np.nonzero(~finite)[0]:
+            results[todo[j]] = RewardResult.unparseable(unparseable_value, "rollout diverged (non-finite states)")
+        for j, (lon, lat) in zip(keep.tolist(), labels):
+            i = todo[j]
+            decision = _parse(completions[i].trace).decision
+            verdict = check_consistency(decision, lon, lat)
+            results[i] = RewardResult(
+                1.0 if verdict.consistent else 0.0,
+                "ok",
+                {"decision": decision.describe(), "longitudinal": list(lon), "lateral": list(lat),
+                 "longitudinal_ok": bool(verdict.longitudinal_ok), "lateral_ok": bool(verdict.lateral_ok),
+                 "reason": verdict.reason},
+            )
+    return results  # type: ignore[return-value]

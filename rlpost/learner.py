@@ -1,0 +1,205 @@
+"""The GRPO learner of one data-parallel rank: DeepSpeed engine, log-probs, the registry loss, weight export.
+
+Plain torch + DeepSpeed, no Ray: ``rlpost.actors.learner`` wraps one ``GRPOLearner`` per rank in a Ray actor.
+RL updates the whole backbone (token head and transformer); the flow-matching expert is not part of this
+module: it sits behind a stop-gradient and receives no policy gradient (SPEC §6).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlpost import grpo
+from rlpost.run_config import LearnerConfig
+from rlpost.weights import WeightsMessage, pack_weights
+
+
+@dataclass
+class TrainBatch:
+    """One rank's share of a GRPO step, sequences right-padded to a common length S.
+
+    input_ids, attention_mask: ``(B, S)`` prompt + completion; completion_mask: ``(B, S)`` 1 where the token is a
+    completion token (trace + trajectory), i.e. a position whose log-prob the loss uses; old_logp: ``(B, S)`` the
+    sampler's log-prob of each completion token (0 elsewhere); advantages: ``(B,)``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def slice(self, start: int, stop: int) -> "TrainBatch":
+        return TrainBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.completion_mask,
+                                                    self.old_logp, self.advantages)))
+
+
+def make_train_batch(prompts, completions, sampler_logps, advantages, pad_id: int) -> TrainBatch:
+    """Assemble a ``TrainBatch`` from per-sequence lists: prompt ids, completion ids, the sampler's per-token
+    log-probs of the completion (same length as it) and one advantage per sequence."""
+    if not (len(prompts) == len(completions) == len(sampler_logps) == len(advantages)):
+        raise ValueError("prompts/completions/sampler_logps/advantages: lengths differ")
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    n = len(prompts)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    comp = torch.zeros((n, width), dtype=torch.float32)
+    old = torch.zeros((n, width), dtype=torch.float32)
+    for i, (p, c, lp) in enumerate(zip(prompts, completions, sampler_logps)):
+        if len(lp) != len(c):
+            raise ValueError(f"sampler_logps[{i}]: {len(lp)} log-probs for {len(c)} completion tokens")
+        ids[i, : len(p) + len(c)] = torch.tensor(list(p) + list(c))
+        attn[i, : len(p) + len(c)] = 1
+        comp[i, len(p): len(p) + len(c)] = 1.0
+        old[i, len(p): len(p) + len(c)] = torch.tensor(lp, dtype=torch.float32)
+    return TrainBatch(ids, attn, comp, old, torch.as_tensor(advantages, dtype=torch.float32))
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """log π(x_t | x_<t) for every position: ``(B, S)``, 0 at t = 0 (nothing predicts the first token).
+
+    Raw model log-probs at temperature 1, the same quantity vLLM returns by default (``raw_logprobs``), so the
+    sampler and the learner agree up to numerics on identical weights.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+
+
+class GRPOLearner:
+    """One rank: the policy backbone in a DeepSpeed engine (+ a frozen reference when ``kl_coef`` > 0).
+
+    Torch's AdamW is the client optimizer (DeepSpeed's CPU Adam costs a minute of JIT on these machines).
+    The process must have RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set (the Ray actor does it).
+    """
+
+    def __init__(self, checkpoint: str | Path, cfg: LearnerConfig, per_rank_batch: int, group_size: int):
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        self.cfg = cfg
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+        micro = min(cfg.micro_batch, per_rank_batch)
+        if cfg.loss.name == "ar1_softmax" and micro % group_size:
+            raise ValueError(f"learner.micro_batch: {micro} must hold whole groups of {group_size} for ar1_softmax")
+        self.accum = per_rank_batch // micro
+        self.micro = micro
+        self.group_size = group_size
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ds_config = {
+            "train_batch_size": per_rank_batch * self.world,
+            "train_micro_batch_size_per_gpu": micro,
+            "gradient_accumulation_steps": self.accum,
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        self.reference = None
+        if cfg.loss.kl_coef > 0:
+            self.reference = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+            self.reference.requires_grad_(False)
+        self.version = 0
+
+    def update(self, batch: TrainBatch, normalizer: float) -> dict[str, float]:
+        """One optimizer step over this rank's sequences (``accum`` micro-batches).
+
+        normalizer: the global count the aggregation divides by (completion tokens for token_mean, sequences for
+        seq_mean_token_mean, groups for ar1_softmax) across all ranks, so the summed micro-batch losses equal the
+        full-batch loss. DeepSpeed averages gradients over ranks, so each rank's loss is multiplied by the world
+        size to turn that average back into the sum; ``scale_wrt_gas=False`` because the normalizer already covers
+        the accumulation steps.
+        """
+        if len(batch) != self.micro * self.accum:
+            raise ValueError(f"batch: expected {self.micro * self.accum} sequences on rank {self.rank}, got {len(batch)}")
+        loss_cfg = self.cfg.loss
+        self.engine.train()
+        totals: dict[str, float] = {}
+        gap_sum = gap_n = 0.0
+        for k in range(self.accum):
+            mb = batch.slice(k * self.micro, (k + 1) * self.micro)
+            logp = token_logprobs(self.engine, mb.input_ids, mb.attention_mask)
+            ref_logp = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_logp = token_logprobs(self.reference, mb.input_ids, mb.attention_mask)
+            params = dict(normalizer=normalizer, ref_logp=ref_logp, kl_coef=loss_cfg.kl_coef, kl_kind=loss_cfg.kl_kind)
+            if loss_cfg.name == "ppo_clip":
+                params.update(eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high, dual_clip=loss_cfg.dual_clip,
+                              agg=loss_cfg.agg)
+            else:
+                params.update(beta=loss_cfg.beta, group_size=self.group_size)
+            loss, metrics = grpo.policy_loss(loss_cfg.name, logp, mb.old_logp, mb.advantages, mb.completion_mask,
+                                             **params)
+            self.engine.backward(loss * self.world, scale_wrt_gas=False)
+            self.engine.step()
+            with torch.no_grad():
+                # Every micro-batch's forward runs before the optimizer step, so this is the gap between the
+                # sampler and the learner on identical (or, with staleness, one-step-older) weights: free to log.
+                m = mb.completion_mask
+                gap_sum += float(((logp.detach() - mb.old_logp).abs() * m).sum())
+                gap_n += float(m.sum())
+            totals["loss"] = totals.get("loss", 0.0) + loss.item()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value / self.accum
+        self.version += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+        totals["sampler_logp_gap"] = gap_sum / max(gap_n, 1.0)
+        return totals
+
+    def _gathered(self):
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+        return nullcontext()
+
+    def export_weights(self, bucket_mb: float) -> WeightsMessage | None:
+        """The current weights as a bucketed message on rank 0 (None on other ranks). Collective under ZeRO-3:
+        every rank must call it."""
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            return pack_weights(self.engine.module.named_parameters(), self.version, bucket_mb)
+
+    @torch.no_grad()
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Log-probs of ``token_ids[1:]`` under the current weights (the weight-sync probe)."""
+        with self._gathered():
+            ids = torch.tensor([token_ids])
+            self.engine.eval()
+            out = token_logprobs(self.engine.module, ids, torch.ones_like(ids))[0, 1:]
+            self.engine.train()
+        return out.tolist()
+
+    def save(self, directory: str | Path, client_state: dict) -> None:
+        """DeepSpeed checkpoint (model, optimizer, engine counters) + ``client_state``; collective."""
+        # DeepSpeed names the checkpoint global_step<N> and points its 'latest' file at it.
+        self.engine.save_checkpoint(str(directory), client_state={**client_state, "version": self.version})
+
+    def load(self, directory: str | Path) -> dict:
+        """Restore a checkpoint written by ``save``; returns its client state."""
+        _, client_state = self.engine.load_checkpoint(str(directory))
+        if client_state is None:
+            raise FileNotFoundError(f"no learner checkpoint under {directory}")
+        self.version = int(client_state["version"])
+        return client_state
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The backbone as an HF directory (rank 0 writes; collective under ZeRO-3)."""
+        with self._gathered():
+            if self.rank == 0:
+                self.engine.module.save_pretrained(str(directory), safe_serialization=True)

@@ -1,0 +1,138 @@
+"""Rollout generation on a vLLM engine and the rollout record, the unit of the Parquet log (no Ray here).
+
+``RolloutEngine`` samples G completions per scenario under the policy's phase-constrained decoding, keeps the
+sampler's per-token log-probs, decodes trace and trajectory, and stamps every record with the policy version.
+Weights arrive as a ``WeightsMessage`` and are loaded in place through vLLM's public ``collective_rpc`` into the
+worker's ``reload_weights`` (``load_weights`` does not work after start-up on the CPU backend).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rlpost.run_config import RolloutConfig
+from rlpost.weights import WeightsMessage, verify_weights
+
+
+@dataclass
+class RolloutRecord:
+    """One sampled completion with everything needed to learn from it and to audit it later.
+
+    prompt_ids / completion_ids: token ids (the completion as generated, ``<|traj_end|>`` included);
+    sampler_logprobs: the sampler's log-prob of each completion token (same length);
+    controls ``(64, 2)`` / waypoints ``(64, 4)``: the decoded trajectory, None when it could not be decoded;
+    rewards: component -> {value, status, latency_ms, version, info}; reward_total; advantage.
+    """
+
+    run: str
+    step: int
+    scenario_id: str
+    group_index: int
+    policy_version: int
+    curation_round: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    sampler_logprobs: list[float]
+    trace: str
+    controls: np.ndarray | None
+    waypoints: np.ndarray | None
+    finish_reason: str
+    rewards: dict = field(default_factory=dict)
+    reward_total: float = float("nan")
+    advantage: float = float("nan")
+
+    @property
+    def record_id(self) -> str:
+        """Unique per run: (step, scenario, group index)."""
+        return f"{self.run}/{self.step}/{self.scenario_id}/{self.group_index}"
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["record_id"] = self.record_id
+        for key in ("controls", "waypoints"):
+            row[key] = None if row[key] is None else np.asarray(row[key], dtype=np.float32).ravel().tolist()
+        return row
+
+
+def sample_seed(run_seed: int, step: int, scenario_index: int) -> int:
+    """Deterministic per-request sampling seed (vLLM gives child sample i the seed + i), so a resumed run
+    regenerates exactly what the uninterrupted run generated."""
+    return (run_seed * 1_000_003 + step * 10_007 + scenario_index * 101) % (2**31 - 1)
+
+
+class RolloutEngine:
+    """A vLLM engine over a policy checkpoint plus the policy's tokenizer and prompt encoder."""
+
+    def __init__(self, checkpoint: str | Path, cfg: RolloutConfig, seed: int = 0):
+        from rlpost.policy.constraints import PhaseRules
+        from rlpost.policy.config import ModelConfig
+        from rlpost.policy.model import MODEL_CONFIG_FILE, Policy
+        from rlpost.policy.tokenizer import PolicyTokenizer
+        from rlpost.policy.vllm_engine import make_llm
+
+        d = Path(checkpoint)
+        # Only the tokenizer, rules and config are needed beside vLLM: the torch backbone is not loaded twice.
+        self.policy = Policy(None, PolicyTokenizer.load(d), PhaseRules.load(d), None,
+                             ModelConfig.model_validate_json((d / MODEL_CONFIG_FILE).read_text()))
+        self.cfg = cfg
+        self.llm = make_llm(d, seed=seed, kv_cache_gib=cfg.kv_cache_gib, in_process=cfg.in_process)
+        self.version = 0
+
+    def generate(self, scenarios, group_size: int, *, run: str, step: int, seed: int, curation_round: int = 0,
+                 temperature: float | None = None) -> list[RolloutRecord]:
+        """G = ``group_size`` completions per scenario, grouped contiguously, stamped with the current version."""
+        from rlpost.policy.generate import decode_completion, max_new_tokens, prompt_ids
+        from rlpost.policy.vllm_engine import sampling_params
+
+        prompts = [prompt_ids(self.policy, s) for s in scenarios]
+        params = [
+            sampling_params(max_new_tokens(self.policy), temperature=temperature or self.cfg.temperature,
+                            top_p=self.cfg.top_p, n=group_size, seed=sample_seed(seed, step, i), logprobs=0)
+            for i in range(len(scenarios))
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        records = []
+        for scenario, prompt, out in zip(scenarios, prompts, outputs):
+            v0 = float(scenario.history[-1, 3])
+            for g, sample in enumerate(sorted(out.outputs, key=lambda o: o.index)):
+                ids = list(sample.token_ids)
+                logps = [float(pos[tok].logprob) for tok, pos in zip(ids, sample.logprobs)]
+                decoded = decode_completion(self.policy.tokenizer, ids, v0)
+                records.append(RolloutRecord(
+                    run=run, step=step, scenario_id=scenario.scenario_id, group_index=g,
+                    policy_version=self.version, curation_round=curation_round, prompt_ids=list(prompt),
+                    completion_ids=ids, sampler_logprobs=logps, trace=decoded.trace, controls=decoded.controls,
+                    waypoints=decoded.states, finish_reason=str(sample.finish_reason),
+                ))
+        return records
+
+    def load_weights(self, message: WeightsMessage) -> dict:
+        """Verify the checksum, load the tensors in place, drop cached prefixes; returns version and timing."""
+        t0 = time.perf_counter()
+        verify_weights(message)
+        if self.cfg.in_process:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(message.named_tensors()))})
+        else:
+            # Tensors cannot travel through collective_rpc to an engine in another process: go through /dev/shm.
+            import tempfile
+
+            from safetensors.torch import save_file
+
+            with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+                save_file(dict(message.named_tensors()), str(Path(tmp) / "model.safetensors"))
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": tmp})
+        self.llm.reset_prefix_cache()
+        self.version = message.version
+        return {"version": self.version, "sync_ms": 1000 * (time.perf_counter() - t0), "bytes": message.num_bytes}
+
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """The engine's log-probs of ``token_ids[1:]`` (prompt log-probs): compared with the learner's after a sync."""
+        from vllm import SamplingParams
+
+        out = self.llm.generate([{"prompt_token_ids": token_ids}], SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                use_tqdm=False)[0]
+        return [float(pos[tok].logprob) for tok, pos in zip(token_ids[1:], out.prompt_logprobs[1:])]

@@ -1,0 +1,134 @@
+"""The one typed config of a run (`rlpost train configs/tiny.yaml key=value ...`).
+
+Every field has a one-line description; ``RunConfig`` validates the whole tree (divisibility, resources, paths,
+reward names, loss names) before any actor starts, with messages that name the field and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlpost.config import StrictModel
+from rlpost.policy.config import EvalConfig, ModelConfig, SFTConfig
+from rlpost.rewards.spec import RewardsConfig
+
+
+class DataConfig(StrictModel):
+    """Where the scenarios come from (`rlpost data build` writes them)."""
+
+    path: str = Field("data/scenarios", description="Parquet scenario dataset (file or folder)")
+    train_split: str = Field("train", description="split GRPO samples prompts from")
+    eval_split: str = Field("val", description="held-out split for before/after evaluation")
+    build_n: int = Field(2000, ge=1, description="scenarios `rlpost demo` builds when the dataset is missing")
+    build_nets: list[str] | None = Field(None, description="networks `rlpost demo` builds from (None: the builder's default set)")
+
+
+class RolloutConfig(StrictModel):
+    """Rollout generation in vLLM (SPEC §6: G = 12, temperature 0.6, top-p 0.98 in the public recipe)."""
+
+    num_workers: int = Field(1, ge=1, description="rollout actors, each with its own vLLM engine")
+    group_size: int = Field(8, ge=2, description="G: rollouts per scenario (a group); GRPO needs >= 2")
+    temperature: float = Field(0.6, gt=0, description="sampling temperature")
+    top_p: float = Field(0.98, gt=0, le=1, description="nucleus sampling mass")
+    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per engine [GiB] (CPU builds)")
+    in_process: bool = Field(True, description="run vLLM's engine core in the actor's process (fast start; tensors pass directly on weight sync)")
+    num_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout actor (fractional lets actors share cores)")
+    timeout_s: float = Field(600.0, gt=0, description="deadline for one generate call; past it the run stops with the actor named")
+
+
+class LossConfig(StrictModel):
+    """The policy loss from the registry in rlpost.grpo (SPEC §6)."""
+
+    name: Literal["ppo_clip", "ar1_softmax"] = Field("ppo_clip", description="registered policy loss")
+    eps_low: float = Field(0.2, ge=0, description="ppo_clip: lower clip range (ratio >= 1 - eps_low)")
+    eps_high: float = Field(0.28, ge=0, description="ppo_clip: upper clip range (ratio <= 1 + eps_high), DAPO's clip-higher")
+    dual_clip: float | None = Field(10.0, gt=1, description="ppo_clip: cap on the loss of negative-advantage tokens (None: off)")
+    agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = Field("token_mean", description="how token losses are reduced")
+    beta: float = Field(1.0, ge=0, description="ar1_softmax: temperature of softmax(beta * A) within a group")
+    kl_coef: float = Field(0.0, ge=0, description="weight of KL(pi || pi_ref) in the loss (the recipe uses 0; > 0 loads a frozen reference)")
+    kl_kind: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator")
+    std_normalize: bool = Field(True, description="advantages (r - mean) / std; False: mean-only (Dr.GRPO)")
+
+
+class LearnerConfig(StrictModel):
+    """The DeepSpeed learner (SPEC §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger lr)."""
+
+    num_ranks: int = Field(1, ge=1, description="data-parallel learner ranks (Ray actors, gloo on CPU / NCCL on GPU)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage")
+    lr: float = Field(2e-5, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
+    micro_batch: int = Field(16, ge=1, description="sequences per forward/backward on one rank")
+    loss: LossConfig = Field(default_factory=LossConfig, description="policy loss and advantages")
+    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
+    threads: int = Field(1, ge=1, description="torch threads per learner rank")
+    timeout_s: float = Field(600.0, gt=0, description="deadline for one update or checkpoint call")
+
+
+class SyncConfig(StrictModel):
+    """Learner -> rollout weight sync."""
+
+    bucket_mb: float = Field(64.0, gt=0, description="bucket size of the weights message [MiB]")
+    verify_probe: bool = Field(True, description="after each sync compare rollout-engine and learner log-probs on a probe sequence")
+    probe_tolerance: float = Field(1e-3, gt=0, description="max mean |logp gap| on the probe; larger fails the sync")
+    timeout_s: float = Field(120.0, gt=0, description="deadline for one sync; past it the run stops naming the worker")
+
+
+class TrainerConfig(StrictModel):
+    """The loop's schedule."""
+
+    steps: int = Field(20, ge=1, description="GRPO steps (one optimizer step each)")
+    scenarios_per_step: int = Field(8, ge=1, description="scenarios (groups) per step; batch = scenarios_per_step * group_size")
+    staleness: int = Field(0, ge=0, le=1, description="0: on-policy; 1: generation of step k+1 overlaps the update of step k")
+    eval_every: int = Field(0, ge=0, description="steps between held-out evaluations (0: only before and after)")
+    eval_scenarios: int = Field(64, ge=1, description="held-out scenarios per evaluation")
+    eval_samples: int = Field(4, ge=1, description="samples per held-out scenario (rewards are averaged over them)")
+    checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (model, optimizer, sampler, RNG)")
+    seed: int = Field(0, description="run seed (scenario order, sampling seeds)")
+
+
+class RunConfig(StrictModel):
+    """The root config of a run: data -> SFT -> GRPO -> report."""
+
+    name: str = Field("tiny", description="run name (Redis key prefix, output folder name)")
+    out: str = Field("runs/tiny", description="output folder: checkpoints, Parquet logs, TensorBoard, report")
+    ray_address: str | None = Field(None, description="Ray cluster address (None: start a local Ray)")
+    ray_num_cpus: int | None = Field(2, ge=1, description="CPUs of a local Ray (None: all)")
+    redis_url: str | None = Field(None, description="Redis URL (None: start a local server for the run)")
+    init_checkpoint: str | None = Field(None, description="policy checkpoint GRPO starts from (None: the SFT stage's output)")
+    data: DataConfig = Field(default_factory=DataConfig, description="scenario data")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the policy model")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="supervised fine-tuning stage")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation settings")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="rollout generation")
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="reward components and weights")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="the DeepSpeed learner")
+    sync: SyncConfig = Field(default_factory=SyncConfig, description="weight sync")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="the loop's schedule")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        batch = self.trainer.scenarios_per_step * self.rollout.group_size
+        per_rank, rest = divmod(batch, self.learner.num_ranks)
+        if rest:
+            raise ValueError(
+                f"learner.num_ranks: the batch of {batch} sequences (trainer.scenarios_per_step x rollout.group_size) "
+                f"must split evenly over {self.learner.num_ranks} ranks"
+            )
+        if per_rank % self.learner.micro_batch and self.learner.micro_batch < per_rank:
+            raise ValueError(
+                f"learner.micro_batch: {self.learner.micro_batch} must divide the {per_rank} sequences per rank"
+            )
+        if self.learner.loss.name == "ar1_softmax" and self.rollout.group_size > per_rank:
+            raise ValueError("rollout.group_size: ar1_softmax needs whole groups on each rank; lower learner.num_ranks")
+        if self.ray_address is None and self.ray_num_cpus is not None:
+            need = self.rollout.num_workers * self.rollout.num_cpus + self.learner.num_ranks * self.learner.num_cpus
+            if need > self.ray_num_cpus:
+                raise ValueError(
+                    f"ray_num_cpus: actors reserve {need} CPUs (rollout.num_workers x rollout.num_cpus + "
+                    f"learner.num_ranks x learner.num_cpus) but the local Ray has {self.ray_num_cpus}; lower the "
+                    f"reservations or raise ray_num_cpus"
+                )
+        return self
