@@ -16,6 +16,10 @@ class ActorCallError(RuntimeError):
     """A call on an actor failed or ran past its deadline; the message names the actor and what it was doing."""
 
 
+class ActorDiedError(ActorCallError):
+    """The actor died during the call (restartable roles are restarted by Ray and the call is reissued)."""
+
+
 def wait(refs, what: str, timeout_s: float):
     """``ray.get`` with a deadline; on timeout or actor death raise ``ActorCallError`` naming ``what``."""
     try:
@@ -23,4 +27,22 @@ def wait(refs, what: str, timeout_s: float):
     except ray.exceptions.GetTimeoutError:
         raise ActorCallError(f"{what}: no answer within {timeout_s:.0f} s (deadline); the run stops here") from None
     except ray.exceptions.RayActorError as exc:
-        raise ActorCallError(f"{what}: the actor died ({exc.__class__.__name__}: {str(exc)[:300]})") from None
+        raise ActorDiedError(f"{what}: the actor died ({exc.__class__.__name__}: {str(exc)[:300]})") from None
+
+
+def revive(actor, what: str, timeout_s: float) -> None:
+    """Block until Ray has restarted ``actor`` (its constructor ran again) or raise ``ActorCallError``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 1.0))
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            raise ActorCallError(f"{what}: the actor did not come back after a restart ({exc.__class__.__name__})") from None
+    raise ActorCallError(f"{what}: the actor did not come back within {timeout_s:.0f} s")

@@ -16,9 +16,10 @@ class RolloutWorker:
         configure_cpu_runtime(threads)
         self.engine = RolloutEngine(checkpoint, cfg, seed)
 
-    def generate(self, scenarios, group_size: int, run: str, step: int, seed: int, curation_round: int = 0):
+    def generate(self, scenarios, group_size: int, run: str, step: int, seed: int, curation_round: int = 0,
+                 min_version: int = 0):
         return self.engine.generate(scenarios, group_size, run=run, step=step, seed=seed,
-                                    curation_round=curation_round)
+                                    curation_round=curation_round, min_version=min_version)
 
     def load_weights(self, message) -> dict:
         return self.engine.load_weights(message)

@@ -7,7 +7,13 @@ Public API (import from here):
     RewardPipeline, SampleRewards, ComponentRecord        guarded, weighted, per-component scoring
     RewardCache                                the Redis cache for expensive rewards
     check_reward, ContractReport               the plugin contract test
-Built-ins (resolved by name): ``trajectory_quality``, ``coc_consistency``, ``reasoning_critic`` (backend ``rubric``).
+Built-ins (resolved by name): ``trajectory_quality``, ``coc_consistency``, ``reasoning_critic`` (backend ``rubric``;
+a ``judge`` backend plugs in through ``critic.register_critic_backend``).
+
+Modules: types (data + signature), registry, spec (config), guard (worker processes, deadlines), pipeline
+(composition), cache (Redis), contract (plugin contract test), cli (``rlpost rewards list|check``), the built-ins
+trajectory_quality / coc_consistency / critic + rubric, their batch kernels (kernels, meta_batch), and synthetic
+(small deterministic scenarios for tests, the contract and the benchmark).
 Heavy modules (the built-ins import the torch-based domain core) load on first use.
 """
 

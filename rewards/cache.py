@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,13 @@ class RewardCache:
         self.hits = 0
         self.misses = 0
         self.errors = 0
+        self._lock = threading.Lock()  # the pipeline calls the cache from one thread per component
+
+    def _add(self, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+            self.errors += errors
 
     def keys(self, name: str, version: str, completions: Sequence[Completion]) -> list[str]:
         """Redis keys of the completions for reward ``name`` at ``version``."""
@@ -70,8 +78,7 @@ class RewardCache:
         try:
             raw = self.client.mget(list(keys))
         except redis.RedisError as exc:
-            self.errors += 1
-            self.misses += len(keys)
+            self._add(misses=len(keys), errors=1)
             logger.warning("reward cache: lookup of %d keys failed, computing them instead: %s", len(keys), exc)
             return [None] * len(keys)
         out: list[RewardResult | None] = []
@@ -83,12 +90,11 @@ class RewardCache:
                 d = json.loads(item)
                 out.append(RewardResult(float(d["v"]), d["s"], dict(d["i"])))
             except (ValueError, KeyError, TypeError) as exc:  # a foreign or corrupt entry: recompute it
-                self.errors += 1
+                self._add(errors=1)
                 logger.warning("reward cache: unreadable entry (%s), recomputing", exc)
                 out.append(None)
         hits = sum(r is not None for r in out)
-        self.hits += hits
-        self.misses += len(out) - hits
+        self._add(hits=hits, misses=len(out) - hits)
         return out
 
     def set_many(self, keys: Sequence[str], results: Sequence[RewardResult]) -> int:
@@ -101,7 +107,7 @@ class RewardCache:
             try:
                 payload = json.dumps({"v": result.value, "s": result.status, "i": result.info})
             except (TypeError, ValueError) as exc:  # info not JSON-serialisable: skip, do not crash the run
-                self.errors += 1
+                self._add(errors=1)
                 logger.warning("reward cache: result not stored, info is not JSON-serialisable: %s", exc)
                 continue
             pipe.set(key, payload, ex=self.ttl_s)
@@ -110,7 +116,7 @@ class RewardCache:
             try:
                 pipe.execute()
             except redis.RedisError as exc:
-                self.errors += 1
+                self._add(errors=1)
                 logger.warning("reward cache: storing %d results failed: %s", stored, exc)
                 return 0
         return stored

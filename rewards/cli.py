@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import yaml
@@ -29,6 +30,11 @@ def _parse_params(items: list[str]) -> dict:
 
 def _check(args: argparse.Namespace) -> int:
     from rlpost.rewards.contract import check_reward
+
+    # Like `python -m`, make modules in the current directory importable: a plugin author runs the check from
+    # their project folder before packaging anything. Worker processes inherit this sys.path.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
     try:
         params = _parse_params(args.param)
@@ -60,7 +66,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def add_rewards_subcommands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``rewards list`` and ``rewards check REF`` to the main parser's subparsers; returns the ``rewards`` parser."""
+    """Add ``rewards list`` and ``rewards check REF`` to the main parser's subparsers; returns the ``rewards``
+    parser. Each leaf parser sets ``func(args) -> exit code``."""
     rewards = subparsers.add_parser("rewards", help="list reward functions or check a plugin against the contract")
     sub = rewards.add_subparsers(dest="rewards_command", required=True)
     lister = sub.add_parser("list", help="built-in, registered and entry-point rewards with their versions")

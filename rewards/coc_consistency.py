@@ -2,7 +2,8 @@
 
 For each completion: parse the trace (``rlpost.coc.parse_trace``) into its decision; roll the controls out
 (``unicycle_rollout``, v0 = the history's last speed); detect the meta-actions of history ⊕ prediction
-(``rlpost.meta_actions.future_meta_actions``, computed for the whole batch by ``meta_batch.future_labels_batch``); check the decision against them with the project's matching table
+(``rlpost.meta_actions.future_meta_actions``, computed for the whole batch at once by
+``meta_batch.future_labels_batch``); check the decision against them with the project's matching table
 (``rlpost.consistency.check_consistency``). Value 1 if both axes agree, else 0.
 
 - A trace with no usable decision scores ``unparseable_value`` (0, SPEC §5.2) with status ``unparseable``; so does a
@@ -97,9 +98,14 @@ def coc_consistency(
     histories: dict[int, np.ndarray | str] = {}
     todo: list[int] = []
     controls: list[np.ndarray] = []
+    shape = (steps, 2)
     for i, (c, s) in enumerate(zip(completions, scenarios)):
-        parsed = _parse(c.trace) if isinstance(c.trace, str) else parse_trace(c.trace)
-        u, why = _usable_controls(c, steps)
+        parsed = _parse(c.trace) if type(c.trace) is str else parse_trace(c.trace)
+        u = c.controls
+        if type(u) is np.ndarray and u.shape == shape and u.dtype.kind in "fiu":
+            why = ""  # NaN/inf are found for the whole batch at once below
+        else:
+            u, why = _usable_controls(c, steps)
         if not parsed.ok or u is None:
             reasons = ([f"trace: {parsed.reason}"] if not parsed.ok else []) + ([why] if u is None else [])
             results[i] = RewardResult.unparseable(unparseable_value, "; ".join(reasons))
@@ -117,22 +123,27 @@ def coc_consistency(
     if todo:
         hist = [histories[id(scenarios[i])] for i in todo]
         v0 = np.array([h[-1, 3] for h in hist])
+        u = np.asarray(np.stack(controls), dtype=np.float64)
+        finite_in = np.isfinite(u).all(axis=(1, 2))
         with np.errstate(over="ignore", invalid="ignore"):
-            states, _, _ = rollout_batch(np.stack(controls), v0, dt)
-        finite = np.isfinite(states).all(axis=(1, 2))
+            states, _, _ = rollout_batch(np.where(finite_in[:, None, None], u, 0.0), v0, dt)
+        finite = finite_in & np.isfinite(states).all(axis=(1, 2))
         keep = np.nonzero(finite)[0]
         labels = meta_action_labels([hist[j] for j in keep], states[keep], dt)
-        for j in np.nonzero(~finite)[0]:
-            results[todo[j]] = RewardResult.unparseable(unparseable_value, "rollout diverged (non-finite states)")
+        for j in np.nonzero(~finite)[0].tolist():
+            why = "controls contain NaN or inf" if not finite_in[j] else "rollout diverged (non-finite states)"
+            results[todo[j]] = RewardResult.unparseable(unparseable_value, why)
+        verdicts: dict[tuple, tuple] = {}  # (decision, labels) -> verdict: groups repeat both
         for j, (lon, lat) in zip(keep.tolist(), labels):
             i = todo[j]
             decision = _parse(completions[i].trace).decision
-            verdict = check_consistency(decision, lon, lat)
-            results[i] = RewardResult(
-                1.0 if verdict.consistent else 0.0,
-                "ok",
-                {"decision": decision.describe(), "longitudinal": list(lon), "lateral": list(lat),
-                 "longitudinal_ok": bool(verdict.longitudinal_ok), "lateral_ok": bool(verdict.lateral_ok),
-                 "reason": verdict.reason},
-            )
+            key = (decision, lon, lat)
+            if key not in verdicts:
+                v = check_consistency(decision, lon, lat)
+                verdicts[key] = (1.0 if v.consistent else 0.0, decision.describe(), bool(v.longitudinal_ok),
+                                 bool(v.lateral_ok), v.reason)
+            value, described, lon_ok, lat_ok, reason = verdicts[key]
+            results[i] = RewardResult(value, "ok", {
+                "decision": described, "longitudinal": list(lon), "lateral": list(lat), "longitudinal_ok": lon_ok,
+                "lateral_ok": lat_ok, "reason": reason})
     return results  # type: ignore[return-value]

@@ -17,7 +17,7 @@ import numpy as np
 from rlpost.metrics import EGO_LENGTH, EGO_WIDTH
 from rlpost.trajectory import DT
 
-# Broad-phase slack [m]: the circle/box tests are exact in real arithmetic; the slack keeps rounding from ever
+# Broad-phase slack [m]: the bound tests are conservative in real arithmetic; the slack keeps rounding from ever
 # rejecting a pair that the exact separating-axis test (touching counts as overlap) would accept.
 _SLACK_M = 1e-6
 
@@ -26,9 +26,9 @@ def rollout_batch(controls: np.ndarray, v0: np.ndarray, dt: float = DT):
     """Unicycle rollout (SPEC §2) of a batch: controls ``(B, T, 2)`` (a [m/s²], κ [1/m]), v0 ``(B,)`` [m/s].
 
     Returns ``(states (B, T, 4), cos_yaw (B, T), sin_yaw (B, T))``; states equal ``unicycle_rollout`` to
-    rounding (the per-step increments are the loop's, summed by ``cumsum`` instead of a Python loop).
+    rounding (the same per-step increments, summed by ``cumsum`` instead of a Python loop over the steps).
     """
-    a, k = controls[..., 0], controls[..., 1]
+    a, k = np.ascontiguousarray(controls[..., 0]), np.ascontiguousarray(controls[..., 1])
     b, t = a.shape
     speed = np.empty((b, t + 1))
     speed[:, 0] = v0
@@ -36,7 +36,8 @@ def rollout_batch(controls: np.ndarray, v0: np.ndarray, dt: float = DT):
     speed[:, 1:] += v0[:, None]
     v_prev, v_next = speed[:, :-1], speed[:, 1:]
     yaw = np.zeros((b, t + 1))
-    np.cumsum(dt * k * v_prev + 0.5 * dt * dt * k * a, axis=1, out=yaw[:, 1:])
+    # dθ = dt·κ·v + dt²/2·κ·a, factored as κ·(dt·v + dt²/2·a): one temporary less (rounding differs by ~1 ulp).
+    np.cumsum(k * (dt * v_prev + (0.5 * dt * dt) * a), axis=1, out=yaw[:, 1:])
     cos, sin = np.cos(yaw), np.sin(yaw)
     vc, vs = speed * cos, speed * sin
     states = np.empty((b, t, 4))
@@ -52,8 +53,8 @@ def mean_squared_jerk_batch(states: np.ndarray, cos: np.ndarray, sin: np.ndarray
     """Mean squared jerk [m²/s⁶] of ``prefix ⊕ states`` per sample, as ``rlpost.metrics.mean_squared_jerk``.
 
     states ``(B, T, 4)`` with their cos/sin of yaw ``(B, T)``; prefix ``(B, P, 4)`` history states before step 1
-    (the last one is t0), or None. Jerk is the magnitude of the third difference of the velocity vector
-    v·(cos θ, sin θ) over dt (the derivative of the planar acceleration), so a prefix of 3 states defines it at t0.
+    (the last one is t0), or None. Jerk is the magnitude of the second difference of the velocity vector
+    v·(cos θ, sin θ) over dt² (the derivative of the planar acceleration), so a prefix of 3 states defines it at t0.
     """
     vx, vy = states[..., 3] * cos, states[..., 3] * sin
     if prefix is not None and prefix.shape[1]:
@@ -146,9 +147,13 @@ def collides_batch(states: np.ndarray, scenario_index: np.ndarray, agents: Agent
         ego_cos, ego_sin = np.cos(states[..., 2]), np.sin(states[..., 2])
     ex, ey = np.ascontiguousarray(states[..., 0]), np.ascontiguousarray(states[..., 1])
     hl, hw = 0.5 * ego_length, 0.5 * ego_width
-    ego_ext = _extents(ex, ey, ego_cos, ego_sin, hl, hw)  # 4 × (B, T)
-    ego_win = _merge(ego_ext, agents.window)  # 4 × (B, W)
-    ego_path = tuple(e[:, 0] for e in _merge(ego_win, ego_win[0].shape[-1]))  # 4 × (B,)
+    # Ego window bounds from the centres grown by the bounding radius: cheaper than per-step oriented extents and,
+    # at 2.24 m, still below the 2.55 m gap to a car centred in the next lane 3.5 m away.
+    starts = np.arange(0, t, agents.window)
+    grow = float(np.hypot(hl, hw))
+    ego_win = (np.minimum.reduceat(ex, starts, axis=1) - grow, np.maximum.reduceat(ex, starts, axis=1) + grow,
+               np.minimum.reduceat(ey, starts, axis=1) - grow, np.maximum.reduceat(ey, starts, axis=1) + grow)
+    ego_path = (ego_win[0].min(1), ego_win[1].max(1), ego_win[2].min(1), ego_win[3].max(1))
     n = agents.x.shape[1]
     # Level 1: whole paths, (B, N).
     agent_path = tuple(e[scenario_index] for e in agents.path_extent)
@@ -161,12 +166,14 @@ def collides_batch(states: np.ndarray, scenario_index: np.ndarray, agents: Agent
                               tuple(e.reshape(-1, e.shape[-1])[pair] for e in agents.window_extent)))
     if kk.size == 0:
         return hit
-    # Level 3: steps inside the candidate windows, (K2, L), through flat indices (1-D takes are the cheap gathers).
+    # Level 3: steps inside the candidate windows, (K2, L), through flat indices (1-D takes are the cheap gathers);
+    # the ego's oriented-box bounds are computed for these steps only.
     steps = ww[:, None] * agents.window + np.arange(agents.window)
     ego_flat = pb[kk, None] * t + steps
     agent_flat = pair[kk, None] * t + steps
-    near = _meet(tuple(e.reshape(-1)[ego_flat] for e in ego_ext),
-                 tuple(e.reshape(-1)[agent_flat] for e in agents.extent))
+    ego_ext = _extents(ex.reshape(-1)[ego_flat], ey.reshape(-1)[ego_flat], ego_cos.reshape(-1)[ego_flat],
+                       ego_sin.reshape(-1)[ego_flat], hl, hw)
+    near = _meet(ego_ext, tuple(e.reshape(-1)[agent_flat] for e in agents.extent))
     mm, jj = np.nonzero(near)
     if mm.size == 0:
         return hit

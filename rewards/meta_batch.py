@@ -21,6 +21,17 @@ from rlpost import meta_actions as M
 _TWO_PI = 2 * np.pi
 
 
+def _count_at_or_below(thresholds: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(thresholds, x, side="right")`` for a handful of ascending thresholds: how many are ≤ x.
+
+    A comparison per threshold beats a binary search per element when there are only 2–4 thresholds.
+    """
+    count = (x >= thresholds[0]).astype(np.int64)
+    for t in thresholds[1:]:
+        count += x >= t
+    return count
+
+
 def _levels_batch(x: np.ndarray, bands) -> np.ndarray:
     """``meta_actions._hysteresis_levels`` for every row of ``x`` ``(B, n)`` at once: ``(B, n)`` int levels.
 
@@ -29,15 +40,15 @@ def _levels_batch(x: np.ndarray, bands) -> np.ndarray:
     only the columns where some row is in a band.
     """
     cuts, lo, hi = bands
-    level = np.searchsorted(hi, x, side="right")
-    top = np.searchsorted(lo, x, side="right")
+    level = _count_at_or_below(hi, x)
+    top = _count_at_or_below(lo, x)
     ambiguous = level != top
     cols = np.nonzero(ambiguous.any(axis=0))[0].tolist()
     if not cols:
         return level
     level, top = level.T.copy(), top.T  # (n, B): contiguous columns for the sweep
     if cols[0] == 0:
-        level[0] = np.where(ambiguous[:, 0], np.searchsorted(cuts, x[:, 0], side="right"), level[0])
+        level[0] = np.where(ambiguous[:, 0], _count_at_or_below(cuts, x[:, 0]), level[0])
         cols = cols[1:]
     for t in cols:
         np.minimum(np.maximum(level[t - 1], level[t]), top[t], out=level[t])
@@ -95,8 +106,8 @@ def future_labels_batch(histories: np.ndarray, futures: np.ndarray, dt: float = 
         ticks = per_row[i]
         at = dict(zip(ticks, values_l[offset: offset + len(ticks)]))
         offset += len(ticks)
-        lon = _segments(lon_cuts[i], n, _classify_lon(at, n, dt), M._MIN_TICKS_LON)
-        lat = _segments(lat_cuts[i], n, _classify_lat(at, n, dt), M._MIN_TICKS_LAT)
+        lon = _segments(lon_cuts[i], n, _classify_lon, M._MIN_TICKS_LON, at, dt)
+        lat = _segments(lat_cuts[i], n, _classify_lat, M._MIN_TICKS_LAT, at, dt)
         out.append((_future(lon, h), _future(lat, h)))
     return out
 
@@ -108,102 +119,103 @@ def _split_rows(rows: np.ndarray, cols: np.ndarray, b: int) -> list[list[int]]:
     return [flat[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(flat)])]
 
 
-def _segments(flips: list[int], n: int, classify, min_ticks: dict[str, int]) -> list[tuple[str, int, int]]:
-    """``meta_actions._segments`` on precomputed cut positions (flip at tick k means a cut before k + 1).
+def _segments(flips: list[int], n: int, classify, min_ticks: dict[str, int], at: dict,
+              dt: float) -> list[tuple[str, int, int]]:
+    """``meta_actions._segments`` on precomputed cut positions (a flip at k cuts before tick k + 1).
 
     Same rule, same tie-breaks: the shortest segment under its minimum merges into the neighbour with the closest
     score (ties: the longer, then the earlier); then adjacent same-label segments are joined; repeat until stable.
-    Returns (label, start, end) triples.
+    ``classify(at, start, end, last, dt)`` -> (label, score). Returns (label, start, end) triples.
     """
-    bounds = [0, *[k + 1 for k in flips], n]
-    starts, ends = bounds[:-1], bounds[1:]
-    info = [classify(s, e) for s, e in zip(starts, ends)]
+    last = n - 1
+    starts = [0, *[k + 1 for k in flips]]
+    ends = [*starts[1:], n]
+    info = [classify(at, s, e, last, dt) for s, e in zip(starts, ends)]
     while len(starts) > 1:
-        short = [(e - s, i) for i, (s, e, (lab, _)) in enumerate(zip(starts, ends, info)) if e - s < min_ticks[lab]]
-        if short:
-            i = min(short)[1]
+        best = None  # (length, index) of the shortest segment under its minimum; ties: the earliest
+        for i, (s, e, (lab, _)) in enumerate(zip(starts, ends, info)):
+            if e - s < min_ticks[lab] and (best is None or e - s < best[0]):
+                best = (e - s, i)
+        if best is not None:
+            i = best[1]
             score = info[i][1]
-            cand = [j for j in (i - 1, i + 1) if 0 <= j < len(starts)]
-            j = min(cand, key=lambda j: (abs(info[j][1] - score), starts[j] - ends[j], j))
+            if i == 0:
+                j = 1
+            elif i == len(starts) - 1:
+                j = i - 1
+            else:  # the closer score, then the longer neighbour, then the earlier one
+                before = (abs(info[i - 1][1] - score), starts[i - 1] - ends[i - 1], i - 1)
+                after = (abs(info[i + 1][1] - score), starts[i + 1] - ends[i + 1], i + 1)
+                j = min(before, after)[2]
             left = min(i, j)
         else:
             left = next((i for i in range(len(starts) - 1) if info[i][0] == info[i + 1][0]), -1)
             if left < 0:
                 break
         del starts[left + 1], ends[left], info[left + 1]
-        info[left] = classify(starts[left], ends[left])
+        info[left] = classify(at, starts[left], ends[left], last, dt)
     return [(lab, s, e) for (lab, _), s, e in zip(info, starts, ends)]
 
 
-def _kinematics(at: dict, n: int, dt: float):
-    """Segment statistics from the boundary values ``at`` (tick -> (v, path, yaw, -, ∫v dt, ∫|v| dt))."""
-    last = n - 1
+def _classify_lon(at: dict, s: int, e: int, last: int, dt: float) -> tuple[str, float]:
+    """The longitudinal classifier of ``detect_meta_actions`` (SPEC §4): (label, mean accel).
 
-    def kinematics(s: int, e: int):
-        e = min(e, last)  # a segment's time span runs to the next segment's first tick
-        dur = (e - s) * dt
-        vs, ps, ys, _, vis, sis = at[s]
-        if dur <= 0.0:
-            return dur, vs, abs(vs), 0.0, 0.0, 0.0
-        ve, pe, ye, _, vie, sie = at[e]
-        return dur, (vie - vis) / dur, (sie - sis) / dur, ve - vs, ye - ys, pe - ps
-
-    return kinematics
-
-
-def _classify_lon(at: dict, n: int, dt: float):
-    """The longitudinal classifier of ``detect_meta_actions`` (SPEC §4): (label, mean accel)."""
-    kinematics = _kinematics(at, n, dt)
-
-    def classify_lon(s: int, e: int):
-        dur, mean_v, mean_speed, dv, _, _ = kinematics(s, e)
-        a = dv / dur if dur > 0.0 else 0.0
-        if mean_v <= M.REVERSE_SPEED:
-            label = "reverse"
-        elif mean_speed <= M.STOP_SPEED:
-            label = "stop"
-        elif a >= M.STRONG_ACCEL and dv >= M.MIN_SPEED_CHANGE:
-            label = "strong_accel"
-        elif M.GENTLE_ACCEL <= a < M.STRONG_ACCEL and dv >= M.MIN_SPEED_CHANGE:
-            label = "gentle_accel"
-        elif a <= -M.STRONG_ACCEL and dv <= -M.MIN_SPEED_CHANGE:
-            label = "strong_decel"
-        elif -M.STRONG_ACCEL < a <= -M.GENTLE_ACCEL and dv <= -M.MIN_SPEED_CHANGE:
-            label = "gentle_decel"
-        else:
-            label = "maintain_speed"
-        return label, a
-
-    return classify_lon
+    at: tick -> (v, path length, yaw, -, ∫v dt, ∫|v| dt) for every boundary tick; a segment's time span runs to
+    the next segment's first tick (clipped to the last tick).
+    """
+    e = min(e, last)
+    dur = (e - s) * dt
+    vs, _, _, _, vis, sis = at[s]
+    if dur <= 0.0:
+        mean_v, mean_speed, dv = vs, abs(vs), 0.0
+    else:
+        ve, _, _, _, vie, sie = at[e]
+        mean_v, mean_speed, dv = (vie - vis) / dur, (sie - sis) / dur, ve - vs
+    a = dv / dur if dur > 0.0 else 0.0
+    if mean_v <= M.REVERSE_SPEED:
+        return "reverse", a
+    if mean_speed <= M.STOP_SPEED:
+        return "stop", a
+    if a >= M.STRONG_ACCEL and dv >= M.MIN_SPEED_CHANGE:
+        return "strong_accel", a
+    if M.GENTLE_ACCEL <= a < M.STRONG_ACCEL and dv >= M.MIN_SPEED_CHANGE:
+        return "gentle_accel", a
+    if a <= -M.STRONG_ACCEL and dv <= -M.MIN_SPEED_CHANGE:
+        return "strong_decel", a
+    if -M.STRONG_ACCEL < a <= -M.GENTLE_ACCEL and dv <= -M.MIN_SPEED_CHANGE:
+        return "gentle_decel", a
+    return "maintain_speed", a
 
 
-def _classify_lat(at: dict, n: int, dt: float):
-    """The lateral classifier of ``detect_meta_actions`` (SPEC §4): (label, turn rate)."""
-    kinematics = _kinematics(at, n, dt)
-
-    def classify_lat(s: int, e: int):
-        dur, mean_v, _, _, dh, dist = kinematics(s, e)
-        if dur <= 0.0 or dist <= M.STOP_SPEED * dur:  # standing: turn rate undefined
-            return "go_straight", 0.0
-        r = dh / dist
-        if mean_v <= M.REVERSE_SPEED:  # reversing: the steering direction is -Δh
-            r, dh = -r, -dh
-            if r >= M.STEER_TURN_RATE and dh >= M.STEER_HEADING_CHANGE:
-                return "reverse_left", r
-            if r <= -M.STEER_TURN_RATE and dh <= -M.STEER_HEADING_CHANGE:
-                return "reverse_right", r
-            return "go_straight", r
-        if r <= -M.SHARP_TURN_RATE and dh <= -M.SHARP_HEADING_CHANGE:
-            return "sharp_steer_right", r
-        if r >= M.SHARP_TURN_RATE and dh >= M.SHARP_HEADING_CHANGE:
-            return "sharp_steer_left", r
-        if r <= -M.STEER_TURN_RATE and dh <= -M.STEER_HEADING_CHANGE:
-            return "steer_right", r
+def _classify_lat(at: dict, s: int, e: int, last: int, dt: float) -> tuple[str, float]:
+    """The lateral classifier of ``detect_meta_actions`` (SPEC §4): (label, turn rate). ``at`` as above."""
+    e = min(e, last)
+    dur = (e - s) * dt
+    if dur <= 0.0:
+        return "go_straight", 0.0
+    _, ps, ys, _, vis, _ = at[s]
+    _, pe, ye, _, vie, _ = at[e]
+    dist = pe - ps
+    if dist <= M.STOP_SPEED * dur:  # standing: turn rate undefined
+        return "go_straight", 0.0
+    dh = ye - ys
+    r = dh / dist
+    if (vie - vis) / dur <= M.REVERSE_SPEED:  # reversing: the steering direction is -Δh
+        r, dh = -r, -dh
         if r >= M.STEER_TURN_RATE and dh >= M.STEER_HEADING_CHANGE:
-            return "steer_left", r
+            return "reverse_left", r
+        if r <= -M.STEER_TURN_RATE and dh <= -M.STEER_HEADING_CHANGE:
+            return "reverse_right", r
         return "go_straight", r
-
-    return classify_lat
+    if r <= -M.SHARP_TURN_RATE and dh <= -M.SHARP_HEADING_CHANGE:
+        return "sharp_steer_right", r
+    if r >= M.SHARP_TURN_RATE and dh >= M.SHARP_HEADING_CHANGE:
+        return "sharp_steer_left", r
+    if r <= -M.STEER_TURN_RATE and dh <= -M.STEER_HEADING_CHANGE:
+        return "steer_right", r
+    if r >= M.STEER_TURN_RATE and dh >= M.STEER_HEADING_CHANGE:
+        return "steer_left", r
+    return "go_straight", r
 
 
 def _future(segments: list[tuple[str, int, int]], tick: int) -> tuple[str, ...]:

@@ -5,6 +5,9 @@
         scored[i].total                                # Σ_k weight_k · value_k
         scored[i].components["coc_consistency"]        # ComponentRecord(value, status, latency_ms, version, ...)
 
+Components that run in worker processes are scored concurrently (one waiting thread each); in-process ones run in
+the calling thread meanwhile.
+
 Combination (SPEC §5, ours): a weighted sum of the component values, where a component with status timeout/error
 contributes its configured fallback. Every component of every sample is recorded separately, with its status,
 latency and version (ARCHITECTURE rule 5), and every non-ok status is counted (``status_counts``) and logged.
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlpost.rewards.cache import RewardCache
-from rlpost.rewards.guard import GuardedReward
+from rlpost.rewards.guard import GuardedReward, paused_gc
 from rlpost.rewards.registry import resolve_reward
 from rlpost.rewards.spec import RewardsConfig, RewardSpec
 from rlpost.rewards.types import STATUSES, Completion, RewardResult
@@ -99,6 +104,8 @@ class RewardPipeline:
             logger.warning("rewards: components ask for cache: true but no cache_url/cache was given; running uncached")
         self.cache = cache
         self.status_counts: dict[str, Counter] = {name: Counter() for name in self.guards}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.guards)), thread_name_prefix="rlpost-reward")
 
     # --- scoring ------------------------------------------------------------------------------------------------
     def score(self, completions: Sequence[Completion], scenarios: Sequence[Any]) -> list[SampleRewards]:
@@ -110,12 +117,23 @@ class RewardPipeline:
             sid = getattr(s, "scenario_id", None)
             if c.scenario_id != sid:
                 raise ValueError(f"score: completions[{i}].scenario_id={c.scenario_id!r} but scenarios[{i}] is {sid!r}")
-        per_component = {name: self._score_component(name, completions, scenarios) for name in self.guards}
+        # Components in worker processes run concurrently (a thread per component only waits on its pipe; the
+        # work happens in the worker), in-process ones in this thread meanwhile.
+        remote = [name for name, guard in self.guards.items() if not guard.in_process]
+        futures = {name: self._pool.submit(self._score_component, name, completions, scenarios) for name in remote}
+        per_component = {}
+        for name, guard in self.guards.items():
+            if guard.in_process:
+                per_component[name] = self._score_component(name, completions, scenarios)
+        for name in remote:
+            per_component[name] = futures[name].result()
+        per_component = {name: per_component[name] for name in self.guards}  # config order
         out = []
-        for i, c in enumerate(completions):
-            comps = {name: recs[i] for name, recs in per_component.items()}
-            total = sum(rec.weight * rec.value for rec in comps.values())
-            out.append(SampleRewards(c.scenario_id, c.group_index, float(total), comps))
+        with paused_gc():  # many small acyclic records: see guard.paused_gc
+            for i, c in enumerate(completions):
+                comps = {name: recs[i] for name, recs in per_component.items()}
+                total = sum(rec.weight * rec.value for rec in comps.values())
+                out.append(SampleRewards(c.scenario_id, c.group_index, float(total), comps))
         return out
 
     def _score_component(self, name: str, completions: Sequence[Completion], scenarios: Sequence[Any]):
@@ -145,16 +163,18 @@ class RewardPipeline:
                 results[i], latency[i] = r, ms
             if keys:
                 self.cache.set_many([keys[i] for i in todo], fresh)
-        records = [
-            ComponentRecord(r.value, r.status, ms, version, spec.weight, hit, r.info)
-            for r, ms, hit in zip(results, latency, cached)  # type: ignore[union-attr]
-        ]
+        with paused_gc():
+            records = [
+                ComponentRecord(r.value, r.status, ms, version, spec.weight, hit, r.info)
+                for r, ms, hit in zip(results, latency, cached)  # type: ignore[union-attr]
+            ]
         self._count(name, records)
         return records
 
     def _count(self, name: str, records: list[ComponentRecord]) -> None:
         counts = Counter(r.status for r in records)
-        self.status_counts[name].update(counts)
+        with self._lock:  # components are scored from several threads
+            self.status_counts[name].update(counts)
         for status in ("error", "timeout"):
             if counts[status]:
                 first = next(r for r in records if r.status == status)
@@ -175,9 +195,10 @@ class RewardPipeline:
         return out
 
     def close(self) -> None:
-        """Stop every worker process."""
+        """Stop every worker process and the dispatch threads."""
         for guard in self.guards.values():
             guard.close()
+        self._pool.shutdown(wait=True)
 
     def __enter__(self) -> "RewardPipeline":
         return self

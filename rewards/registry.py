@@ -77,7 +77,8 @@ def register_reward(name: str, *, version: str = "1", default_params: dict[str, 
         ref = f"{module}:{getattr(fn, '__qualname__', name)}"
         source = "builtin" if module.startswith("rlpost.rewards.") else "registered"
         doc = inspect.getdoc(fn) or ""
-        entry = RewardEntry(name, fn, version, ref, source, _is_async(fn), doc.split("\n")[0], dict(default_params or {}))
+        entry = RewardEntry(name, fn, version, ref, source, _is_async(fn), doc.split("\n")[0],
+                            dict(default_params or {}))
         old = _REGISTRY.get(name)
         if old is not None and old.ref != ref:
             raise ValueError(f"reward name {name!r} is already registered by {old.ref}; cannot register {ref}")

@@ -61,7 +61,9 @@ class RewardSpec(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "RewardSpec":
         if (self.name is None) == (self.fn is None):
-            raise ValueError("give exactly one of 'name' (a built-in or entry point) or 'fn' ('package.module:function')")
+            raise ValueError(
+                "give exactly one of 'name' (a built-in or entry point) or 'fn' ('package.module:function')"
+            )
         if self.fn is not None and ":" not in self.fn:
             raise ValueError(f"fn {self.fn!r}: expected 'package.module:function'; for a registered name use 'name'")
         if self.in_process and self.deadline_s is not None:

@@ -2,39 +2,22 @@
 
 Each scenario is an ego on a straight road at constant speed for 2 s of history, with an expert plan for one of a
 few behaviours (cruise, stop, follow a braking lead, turn left, lane change right), a handful of agents, and a
-ground-truth CoC trace written by ``rlpost.coc.compose_trace`` from the behaviour's decision and factors.
-``SyntheticScenario`` carries the fields of the project's ``Scenario`` that rewards read (``ScenarioLike``).
+ground-truth CoC trace written by ``rlpost.coc.compose_trace`` from the behaviour's decision and factors. They are
+real ``rlpost.scenarios.schema.Scenario`` records (no lanes, no traffic light), so tests exercise the real class.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from rlpost.rewards.types import Completion
+from rlpost.scenarios.schema import Scenario
 from rlpost.trajectory import DT, HORIZON, unicycle_rollout
 
 HISTORY_STEPS = 20
-
-
-@dataclass(frozen=True, eq=False)
-class SyntheticScenario:
-    """A scenario with the ``ScenarioLike`` fields (shapes: see ``rlpost.rewards.types.ScenarioLike``)."""
-
-    scenario_id: str
-    history: np.ndarray
-    future: np.ndarray
-    expert_controls: np.ndarray
-    agent_states: np.ndarray
-    agent_size: np.ndarray
-    agent_valid: np.ndarray
-    coc_trace: str
-    decision: Any = None
-    factors: tuple = ()
-    extra: dict = field(default_factory=dict)
 
 
 def _behaviour_controls(kind: str, v0: float, rng: np.random.Generator) -> np.ndarray:
@@ -73,7 +56,7 @@ _BEHAVIOURS = {
 BEHAVIOURS = tuple(_BEHAVIOURS)
 
 
-def synthetic_scenario(index: int, kind: str | None = None, seed: int = 0, n_agents: int = 4) -> SyntheticScenario:
+def synthetic_scenario(index: int, kind: str | None = None, seed: int = 0, n_agents: int = 4) -> Scenario:
     """Scenario ``index`` of a deterministic family (same arguments, same scenario).
 
     kind: one of ``BEHAVIOURS`` (default: cycles by index). n_agents: agents besides the ego, the first a lead
@@ -113,11 +96,18 @@ def synthetic_scenario(index: int, kind: str | None = None, seed: int = 0, n_age
     decision = Decision(lon, lat, direction)
     factors = tuple(CausalFactor(c, "", -float(rng.uniform(0.1, 1.5))) for c in cats)
     trace = compose_trace(decision, factors, random.Random(f"{seed}:{index}"))
-    return SyntheticScenario(f"synthetic-{seed}-{index}-{kind}", history, future, controls, agents, size, valid,
-                             trace, decision, factors, {"kind": kind, "v0": v0})
+    return Scenario(
+        scenario_id=f"synthetic-{seed}-{index}-{kind}", source="synthetic", seed=seed, t0=0.0, split="train",
+        history=history, future=future, expert_controls=controls, ego_length=4.0, ego_width=2.0,
+        agent_states=agents, agent_size=size, agent_type=["vehicle"] * n_agents, agent_valid=valid, lanes=[],
+        ego_lane_id="", tl_state="none", tl_distance=float("nan"), decision_longitudinal=lon,
+        decision_lateral=lat, decision_direction=direction,
+        factors=[(f.category.value, f.text, f.observed_at) for f in factors], meta_longitudinal=(),
+        meta_lateral=(), coc_trace=trace, keyframe="grid", agent_ids=[f"a{j}" for j in range(n_agents)],
+    )
 
 
-def synthetic_scenarios(n: int = 8, seed: int = 0, n_agents: int = 4) -> list[SyntheticScenario]:
+def synthetic_scenarios(n: int = 8, seed: int = 0, n_agents: int = 4) -> list[Scenario]:
     """``n`` scenarios cycling through every behaviour."""
     return [synthetic_scenario(i, seed=seed, n_agents=n_agents) for i in range(n)]
 

@@ -89,7 +89,7 @@ class RewardFunction(Protocol):
 
 
 class ScenarioLike(Protocol):
-    """The fields of ``rlpost.scenarios.schema.Scenario`` that the built-in rewards read.
+    """The fields of ``rlpost.scenarios.schema.Scenario`` that the built-in rewards read (any object with them will do).
 
     history ``(20, 4)`` (x, y, yaw, v) in the ego frame with t0 last; future ``(64, 4)`` expert states;
     expert_controls ``(64, 2)``; agent_states ``(N, 84, 4)`` over history + future steps; agent_size ``(N, 2)``

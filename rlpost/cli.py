@@ -6,18 +6,72 @@ import argparse
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from rlpost.demo import run_demo
+def _run_config(args: argparse.Namespace):
+    from rlpost.config import load_config
+    from rlpost.run_config import RunConfig
 
-    return run_demo(args.out)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # `rlpost demo trainer.steps=3`: no file, only overrides
+        config, overrides = None, [config, *overrides]
+    return load_config(RunConfig, config, overrides)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """data -> SFT -> GRPO -> report on the embedded tiny CPU defaults (or a given config)."""
+    from rlpost.pipeline import run_pipeline
+    from rlpost.runtime import configure_cpu_runtime
+
+    cfg = _run_config(args)
+    configure_cpu_runtime(cfg.sft.threads)
+    print(f"rlpost demo: data -> SFT -> GRPO -> report into {cfg.out}")
+    run_pipeline(cfg)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """GRPO only, from cfg.init_checkpoint or the SFT stage's checkpoint."""
+    from rlpost.pipeline import ensure_data, ensure_sft
+    from rlpost.report import write_report
+    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.scenarios.schema import read_scenarios
+    from rlpost.train import train
+
+    cfg = _run_config(args)
+    configure_cpu_runtime(1)
+    data = ensure_data(cfg)
+    checkpoint = ensure_sft(cfg)
+    pool = read_scenarios(data, cfg.data.train_split)
+    held_out = read_scenarios(data, cfg.data.eval_split)[: cfg.trainer.eval_scenarios]
+    summary = train(cfg, checkpoint, pool, held_out)
+    print(f"report: {write_report(cfg.out, summary, {'config': args.config or 'defaults'})}")
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from rlpost.experiment import run_curation_study
+    from rlpost.runtime import configure_cpu_runtime
+
+    configure_cpu_runtime(1)
+    run_curation_study(args.configs, args.seeds, args.out, args.set)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlpost", description="GRPO post-training for reasoning driving policies.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on the embedded tiny CPU defaults")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.set_defaults(func=_demo)
+    for name, func, text in (("demo", _demo, "the main job: data -> SFT -> GRPO -> report (tiny CPU defaults)"),
+                             ("train", _train, "GRPO on Ray (vLLM rollouts, DeepSpeed learner) from a config")):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("config", nargs="?", default=None, help="YAML run config (default: the embedded tiny config)")
+        cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=5 learner.lr=1e-4")
+        cmd.set_defaults(func=func)
+    exp = sub.add_parser("experiment", help="analyst experiments").add_subparsers(dest="experiment", required=True)
+    cur = exp.add_parser("curation", help="none / random / offline / online curation from one SFT checkpoint")
+    cur.add_argument("configs", nargs="+", help="one run config per arm, e.g. configs/curation/*.yaml")
+    cur.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
+    cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
+    cur.set_defaults(func=_experiment)
     # Each component registers its own subcommands; imports stay light (heavy ones happen inside the handlers).
     from rlpost.policy.cli import add_policy_subcommands
     from rlpost.rewards.cli import add_rewards_subcommands

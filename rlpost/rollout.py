@@ -58,6 +58,11 @@ class RolloutRecord:
         return row
 
 
+class StaleEngineError(RuntimeError):
+    """The engine holds older weights than the caller requires (e.g. it was just restarted from the start
+    checkpoint): it refuses to generate rather than stamp samples from the wrong policy."""
+
+
 def sample_seed(run_seed: int, step: int, scenario_index: int) -> int:
     """Deterministic per-request sampling seed (vLLM gives child sample i the seed + i), so a resumed run
     regenerates exactly what the uninterrupted run generated."""
@@ -83,8 +88,12 @@ class RolloutEngine:
         self.version = 0
 
     def generate(self, scenarios, group_size: int, *, run: str, step: int, seed: int, curation_round: int = 0,
-                 temperature: float | None = None) -> list[RolloutRecord]:
-        """G = ``group_size`` completions per scenario, grouped contiguously, stamped with the current version."""
+                 temperature: float | None = None, min_version: int = 0) -> list[RolloutRecord]:
+        """G = ``group_size`` completions per scenario, grouped contiguously, stamped with the current version.
+
+        Raises ``StaleEngineError`` when the engine's version is below ``min_version``."""
+        if self.version < min_version:
+            raise StaleEngineError(f"engine at policy v{self.version}, caller requires >= v{min_version}")
         from rlpost.policy.generate import decode_completion, max_new_tokens, prompt_ids
         from rlpost.policy.vllm_engine import sampling_params
 

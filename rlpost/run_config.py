@@ -11,8 +11,27 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlpost.config import StrictModel
+from rlpost.curation.schedule import CurationConfig
 from rlpost.policy.config import EvalConfig, ModelConfig, SFTConfig
 from rlpost.rewards.spec import RewardsConfig
+
+
+# The three AR1 rewards (SPEC §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
+# The built-ins are trusted, vectorised and fast: they run in the reward actor's process (no deadline, no
+# process hop, which halved throughput). Plugins and the LLM judge run in guarded workers with deadlines.
+DEFAULT_REWARDS = [
+    {"name": "reasoning_critic", "weight": 0.2, "in_process": True, "deadline_s": None},
+    {"name": "coc_consistency", "weight": 1.0, "in_process": True, "deadline_s": None},
+    {"name": "trajectory_quality", "weight": 1.0, "in_process": True, "deadline_s": None},
+]
+
+
+# The embedded tiny CPU defaults (`rlpost demo`): a 1.3M-parameter Qwen2 and an SFT stage that fits in
+# minutes on 2 cores; see configs/tiny.yaml for the same values with comments.
+TINY_MODEL = {"size": "small", "num_bins": 256, "accel_range": (-4.0, 3.0), "curvature_range": (-0.15, 0.15),
+              "max_trace_tokens": 64}
+TINY_SFT = {"out": "runs/tiny/sft", "steps": 900, "max_minutes": 8.0, "batch_size": 16, "lr": 3e-3,
+            "warmup_steps": 40, "zero_stage": 1, "eval_every": 150, "threads": 1}
 
 
 class DataConfig(StrictModel):
@@ -21,7 +40,7 @@ class DataConfig(StrictModel):
     path: str = Field("data/scenarios", description="Parquet scenario dataset (file or folder)")
     train_split: str = Field("train", description="split GRPO samples prompts from")
     eval_split: str = Field("val", description="held-out split for before/after evaluation")
-    build_n: int = Field(2000, ge=1, description="scenarios `rlpost demo` builds when the dataset is missing")
+    build_n: int = Field(1000, ge=1, description="scenarios `rlpost demo` builds when the dataset is missing")
     build_nets: list[str] | None = Field(None, description="networks `rlpost demo` builds from (None: the builder's default set)")
 
 
@@ -35,6 +54,7 @@ class RolloutConfig(StrictModel):
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per engine [GiB] (CPU builds)")
     in_process: bool = Field(True, description="run vLLM's engine core in the actor's process (fast start; tensors pass directly on weight sync)")
     num_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout actor (fractional lets actors share cores)")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor (GPU clusters: 1 per vLLM engine)")
     timeout_s: float = Field(600.0, gt=0, description="deadline for one generate call; past it the run stops with the actor named")
 
 
@@ -63,6 +83,7 @@ class LearnerConfig(StrictModel):
     micro_batch: int = Field(16, ge=1, description="sequences per forward/backward on one rank")
     loss: LossConfig = Field(default_factory=LossConfig, description="policy loss and advantages")
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
     threads: int = Field(1, ge=1, description="torch threads per learner rank")
     timeout_s: float = Field(600.0, gt=0, description="deadline for one update or checkpoint call")
 
@@ -87,6 +108,7 @@ class TrainerConfig(StrictModel):
     eval_samples: int = Field(4, ge=1, description="samples per held-out scenario (rewards are averaged over them)")
     checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (model, optimizer, sampler, RNG)")
     seed: int = Field(0, description="run seed (scenario order, sampling seeds)")
+    max_restarts: int = Field(3, ge=0, description="restarts Ray grants each rollout engine, reward worker and curator")
 
 
 class RunConfig(StrictModel):
@@ -99,14 +121,16 @@ class RunConfig(StrictModel):
     redis_url: str | None = Field(None, description="Redis URL (None: start a local server for the run)")
     init_checkpoint: str | None = Field(None, description="policy checkpoint GRPO starts from (None: the SFT stage's output)")
     data: DataConfig = Field(default_factory=DataConfig, description="scenario data")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="the policy model")
-    sft: SFTConfig = Field(default_factory=SFTConfig, description="supervised fine-tuning stage")
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(**TINY_MODEL), description="the policy model")
+    sft: SFTConfig = Field(default_factory=lambda: SFTConfig(**TINY_SFT), description="supervised fine-tuning stage")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation settings")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="rollout generation")
-    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="reward components and weights")
+    rewards: RewardsConfig = Field(default_factory=lambda: RewardsConfig(components=DEFAULT_REWARDS),
+                                   description="reward components and weights")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="the DeepSpeed learner")
     sync: SyncConfig = Field(default_factory=SyncConfig, description="weight sync")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="the loop's schedule")
+    curation: CurationConfig = Field(default_factory=CurationConfig, description="scenario curation schedule")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -27,14 +27,15 @@ def _jsonable(value):
 
 
 class StepFiles:
-    """A folder of ``step=NNNNNN.parquet`` files, one per training step."""
+    """A folder of ``<key>=NNNNNN.parquet`` files, one per training step (or curation round)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, key: str = "step"):
         self.dir = Path(directory)
+        self.key = key
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, step: int) -> Path:
-        return self.dir / f"step={step:06d}.parquet"
+        return self.dir / f"{self.key}={step:06d}.parquet"
 
     def write(self, step: int, table: pa.Table) -> Path:
         target = self.path(step)
@@ -44,11 +45,11 @@ class StepFiles:
         return target
 
     def steps(self) -> list[int]:
-        return sorted(int(p.stem.split("=")[1]) for p in self.dir.glob("step=*.parquet"))
+        return sorted(int(p.stem.split("=")[1]) for p in self.dir.glob(f"{self.key}=*.parquet"))
 
     def truncate_from(self, step: int) -> int:
         """Delete the files of ``step`` and later; returns how many went."""
-        gone = [p for p in self.dir.glob("step=*.parquet") if int(p.stem.split("=")[1]) >= step]
+        gone = [p for p in self.dir.glob(f"{self.key}=*.parquet") if int(p.stem.split("=")[1]) >= step]
         for p in gone:
             p.unlink()
         return len(gone)
@@ -106,6 +107,19 @@ class MetricsLog:
         self.tb.close()
 
 
+def with_retries(call, what: str, attempts: int = 8, first_wait_s: float = 0.25):
+    """Run ``call()``; on a lost Redis connection retry with exponential backoff (≈ 30 s in all), then raise a
+    ConnectionError naming ``what``. A restarted server is reached again transparently (redis-py reconnects)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == attempts - 1:
+                raise redis.ConnectionError(f"{what}: Redis unreachable after {attempts} attempts: {exc}") from None
+            time.sleep(first_wait_s * 2**attempt)
+    return None
+
+
 class RunState:
     """The run's live state in Redis under ``rlpost:{run}:``: step, policy version, status, heartbeat."""
 
@@ -113,14 +127,86 @@ class RunState:
         self.prefix = f"rlpost:{run}:"
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
                                            retry_on_timeout=True, health_check_interval=10)
-        self.client.ping()
-        self.client.sadd("rlpost:runs", run)
+        with_retries(self.client.ping, f"run state of {self.prefix}")
+        with_retries(lambda: self.client.sadd("rlpost:runs", run), "run registry")
 
     def key(self, name: str) -> str:
         return self.prefix + name
 
     def update(self, **fields) -> None:
-        self.client.hset(self.key("state"), mapping={k: json.dumps(v) for k, v in {**fields, "heartbeat": time.time()}.items()})
+        mapping = {k: json.dumps(v) for k, v in {**fields, "heartbeat": time.time()}.items()}
+        with_retries(lambda: self.client.hset(self.key("state"), mapping=mapping), f"run state of {self.prefix}")
 
     def get(self) -> dict:
         return {k.decode(): json.loads(v) for k, v in self.client.hgetall(self.key("state")).items()}
+
+
+class SelectionStore:
+    """The curated selection: Redis sorted set ``rlpost:{run}:selection`` (member = scenario id, score = its
+    disagreement score), swapped atomically per round; every round also kept as ``curation/round=NNNNNN.parquet``.
+
+    Parquet is written first, so a selection Redis lost (restart, eviction) is rebuilt from the newest round.
+    """
+
+    def __init__(self, url: str, run: str, rounds_dir: str | Path):
+        self.run = run
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, retry_on_timeout=True)
+        self.key = f"rlpost:{run}:selection"
+        self.rounds = StepFiles(rounds_dir, key="round")
+
+    def publish(self, record: dict) -> None:
+        """Persist a round (see ``round_table``) and make its selection the live one."""
+        self.rounds.write(record["round"], round_table(record))
+        with_retries(lambda: self._to_redis(record["round"], record["selected"],
+                                            dict(zip(record["candidates"], record["scores"])),
+                                            record.get("policy_version", 0)), f"selection of {self.run}")
+
+    def _to_redis(self, round_id: int, selected: list[str], scores: dict, version: int) -> None:
+        tmp = f"{self.key}:tmp"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(tmp)
+        pipe.zadd(tmp, {sid: float(scores.get(sid, 0.0)) for sid in selected})
+        pipe.rename(tmp, self.key)  # atomic swap: readers see the old or the new selection, never a mix
+        pipe.hset(f"{self.key}:meta", mapping={"round": round_id, "policy_version": version})
+        pipe.execute()
+
+    def current(self) -> tuple[int, list[str]]:
+        """(round id, selected ids) of the live selection; rebuilt from Parquet when Redis lost it."""
+        meta = with_retries(lambda: self.client.hgetall(f"{self.key}:meta"), f"selection of {self.run}")
+        ids = sorted(m.decode() for m in with_retries(lambda: self.client.zrange(self.key, 0, -1), "selection"))
+        if meta and ids:
+            return int(meta[b"round"]), ids
+        rounds = self.rounds.steps()
+        if not rounds:
+            raise LookupError(f"no curation round published for run {self.run!r} (Redis and {self.rounds.dir} empty)")
+        table = pq.read_table(self.rounds.path(rounds[-1])).to_pylist()
+        selected = [r["scenario_id"] for r in table if r["selected"]]
+        with_retries(lambda: self._to_redis(rounds[-1], selected, {r["scenario_id"]: r["score"] for r in table},
+                                            table[0]["policy_version"]), f"selection of {self.run}")
+        return rounds[-1], sorted(selected)
+
+    def truncate_from(self, round_id: int) -> None:
+        """Forget rounds ``round_id`` and later (a resumed run redoes them); the live selection is rebuilt from
+        the newest remaining round on the next ``current()``."""
+        self.rounds.truncate_from(round_id)
+        with_retries(lambda: self.client.delete(self.key, f"{self.key}:meta"), f"selection of {self.run}")
+
+
+def round_table(record: dict) -> pa.Table:
+    """A curation round as rows, one per candidate, with the round's scalars repeated (ARCHITECTURE "Curation
+    round": round id, policy version, candidates, scores, selected ids, wall time, tokens, FLOPs)."""
+    selected = set(record["selected"])
+    n = len(record["candidates"])
+    return pa.table({
+        "round": [record["round"]] * n,
+        "step": [record["step"]] * n,
+        "policy_version": [record.get("policy_version", 0)] * n,
+        "scenario_id": record["candidates"],
+        "score": record["scores"],
+        "selected": [c in selected for c in record["candidates"]],
+        "zero_variance": record["zero_variance"],
+        "p_model_entropy": record["p_model_entropy"],
+        "wall_s": [record.get("wall_s", 0.0)] * n,
+        "tokens": [record.get("tokens", 0)] * n,
+        "flops": [record.get("flops", 0.0)] * n,
+    })

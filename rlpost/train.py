@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from rlpost import grpo
 from rlpost.actors.cluster import Cluster
@@ -73,6 +74,56 @@ def evaluate(cluster: Cluster, held_out: list, by_id: dict, cfg: RunConfig, step
     return {f"eval/{k}": v for k, v in reward_means(records, by_id).items()}
 
 
+class Selection:
+    """The scenarios a step draws from: the whole pool, or the Curator's live selection (Redis), with the id of
+    the round that selected them. Online rounds run in the Curator's own process while training goes on."""
+
+    def __init__(self, cluster: Cluster, cfg: RunConfig, pool: list, start: int):
+        self.cluster, self.cfg = cluster, cfg.curation
+        self.round, self.ids = 0, sorted(s.scenario_id for s in pool)
+        self.pending = None
+        self.cost = {"curation/wall_s": 0.0, "curation/tokens": 0, "curation/flops": 0.0, "curation/rounds": 0}
+        if self.cfg.schedule == "none":
+            return
+        cluster.start_curator(pool)
+        if start == 0:
+            first = cluster.round_done(cluster.curate(0), block_s=cfg.rollout.timeout_s)
+            if first is None or "failed" in first:
+                raise RuntimeError(f"curation: the first round did not finish: {first or 'deadline passed'}")
+            self._account(first)
+        else:
+            cluster.forget_rounds_from(start)
+        self.round, self.ids = cluster.selection()
+
+    def maybe_start_round(self, step: int) -> None:
+        if self.cfg.due(step) and step > 0 and self.pending is None:
+            self.pending = self.cluster.curate(step)
+
+    def poll(self) -> dict:
+        """Adopt a finished round's selection (waiting at most ``curation.max_block_s``); its summary or {}."""
+        if self.pending is None:
+            return {}
+        done = self.cluster.round_done(self.pending, self.cfg.max_block_s)
+        if done is None:
+            return {}
+        self.pending = None
+        if "failed" in done:  # the curator died mid-round; the restarted one keeps the last selection
+            self.round, self.ids = self.cluster.selection()
+            return {"curation/failed_rounds": 1}
+        self.round, self.ids = self.cluster.selection()
+        return self._account(done)
+
+    def _account(self, done: dict) -> dict:
+        self.cost["curation/wall_s"] += done["wall_s"]
+        self.cost["curation/tokens"] += done["tokens"]
+        self.cost["curation/flops"] += done["flops"]
+        self.cost["curation/rounds"] += 1
+        return {"curation/round": done["round"], "curation/score_mean": done["score_mean"], **self.cost}
+
+    def batch(self, step: int, size: int, seed: int, by_id: dict) -> tuple[int, list]:
+        return self.round, [by_id[i] for i in scenario_batch(self.ids, step, size, seed)]
+
+
 def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print) -> dict:
     """Run GRPO from ``checkpoint`` on the ``pool`` scenarios; resume from ``cfg.out`` if it holds a checkpoint.
 
@@ -81,7 +132,6 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
     """
     out, tr, group = Path(cfg.out), cfg.trainer, cfg.rollout.group_size
     by_id = {s.scenario_id: s for s in [*pool, *held_out]}
-    ids = sorted(s.scenario_id for s in pool)
     ckpt_dir = out / "checkpoints"
     with redis_server(cfg.redis_url) as redis_url, Cluster(cfg, checkpoint, redis_url) as cluster:
         state = RunState(redis_url, cfg.name)
@@ -98,14 +148,16 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             summary["before"] = evaluate(cluster, held_out, by_id, cfg, -1)
             metrics.log(-1, summary["before"])
             log("held-out before GRPO: " + _fmt(summary["before"]))
-        pending = cluster.generate([by_id[i] for i in scenario_batch(ids, start, tr.scenarios_per_step, tr.seed)], start)
-        for step in range(start, tr.steps):
+        selection = Selection(cluster, cfg, pool, start)
+        pending = _launch(cluster, selection, start, tr, by_id)
+        gen_tokens = 0
+        bar = tqdm(range(start, tr.steps), desc="grpo", initial=start, total=tr.steps, dynamic_ncols=True)
+        for step in bar:
             t0 = time.perf_counter()
             records = cluster.collect(pending)                                                   # generate
             t_gen = time.perf_counter()
-            nxt = [by_id[i] for i in scenario_batch(ids, step + 1, tr.scenarios_per_step, tr.seed)]
-            if tr.staleness and step + 1 < tr.steps:
-                pending = cluster.generate(nxt, step + 1)                                        # overlap next
+            if tr.staleness and step + 1 < tr.steps:                                            # overlap next
+                pending = _launch(cluster, selection, step + 1, tr, by_id)
             cluster.score(records, by_id)                                                        # score
             t_score = time.perf_counter()
             adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
@@ -114,21 +166,28 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             t_learn = time.perf_counter()
             sync = cluster.sync(probe)                                                           # sync
             t_sync = time.perf_counter()
+            selection.maybe_start_round(step + 1)                                                # re-curate
+            curation = selection.poll()
             if not tr.staleness and step + 1 < tr.steps:
-                pending = cluster.generate(nxt, step + 1)
+                pending = _launch(cluster, selection, step + 1, tr, by_id)
             rollouts.write(step, records_table(records))                                         # log
+            gen_tokens += sum(len(r.prompt_ids) + len(r.completion_ids) for r in records)
             scalars = {**reward_means(records, by_id), **learn, **sync, **adv_stats,
                        "time/step_s": t_sync - t0, "time/generate_wait_s": t_gen - t0, "time/score_s": t_score - t_gen,
                        "time/learn_s": t_learn - t_score, "time/sync_s": t_sync - t_learn,
-                       "staleness/max": max(step - r.policy_version for r in records)}
+                       "staleness/max": max(step - r.policy_version for r in records), **curation,
+                       **{f"restarts/{role}": n for role, n in cluster.restarts.items()},
+                       "curation/round_used": records[0].curation_round,
+                       "curation/token_share": selection.cost["curation/tokens"] / max(
+                           selection.cost["curation/tokens"] + gen_tokens, 1)}
             if tr.eval_every and (step + 1) % tr.eval_every == 0 and step + 1 < tr.steps:
                 scalars.update(evaluate(cluster, held_out, by_id, cfg, step))
             metrics.log(step, scalars)
             state.update(step=step, version=sync["version"], status="running")
-            log(f"step {step + 1}/{tr.steps} reward {scalars['reward']:.3f} loss {learn['loss']:+.4f} "
-                f"gap {learn['sampler_logp_gap']:.1e} {scalars['time/step_s']:.1f}s "
-                f"(gen {scalars['time/generate_wait_s']:.1f} score {scalars['time/score_s']:.1f} "
-                f"learn {scalars['time/learn_s']:.1f} sync {scalars['time/sync_s']:.2f})")
+            bar.set_postfix_str(f"reward {scalars['reward']:.3f} step {scalars['time/step_s']:.1f}s (gen "
+                                f"{scalars['time/generate_wait_s']:.1f} score {scalars['time/score_s']:.1f} learn "
+                                f"{scalars['time/learn_s']:.1f} sync {scalars['time/sync_s']:.2f}) gap "
+                                f"{learn['sampler_logp_gap']:.1e}")
             if (step + 1) % tr.checkpoint_every == 0 or step + 1 == tr.steps:                   # checkpoint
                 cluster.save(str(ckpt_dir), {"next_step": step + 1})
                 _drop_old_checkpoints(ckpt_dir)
@@ -142,6 +201,12 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
         metrics.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _launch(cluster: Cluster, selection: Selection, step: int, tr, by_id: dict) -> list:
+    """Start generating the rollouts of ``step`` from the current selection; returns the refs."""
+    round_id, scenarios = selection.batch(step, tr.scenarios_per_step, tr.seed, by_id)
+    return cluster.generate(scenarios, step, curation_round=round_id)
 
 
 def _check_staleness(records: list, step: int, bound: int) -> None:

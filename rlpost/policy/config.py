@@ -112,6 +112,7 @@ class SFTConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (gloo backend on CPU)")
+    zero_curvature_below: float = Field(1.0, ge=0, description="speed [m/s] below which curvature targets are set to 0 (unobservable near standstill)")
     trace_weight: float = Field(1.0, ge=0, description="CE weight of the chain-of-causation tokens")
     traj_weight: float = Field(1.0, ge=0, description="CE weight of the trajectory tokens")
     eval_every: int = Field(250, ge=0, description="steps between validation passes (teacher-forced loss + token accuracy); 0 = only at the end")

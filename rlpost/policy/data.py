@@ -27,12 +27,18 @@ class Example:
     controls: np.ndarray  # (64, 2) normalised expert controls
 
 
-def build_example(policy, scenario) -> Example:
+def build_example(policy, scenario, zero_curvature_below: float = 1.0) -> Example:
+    """The SFT example of ``scenario``. Curvature targets of steps starting below ``zero_curvature_below`` m/s are
+    set to 0: near standstill curvature is unobservable and the fitted value (up to 100+ σ) sits on the clamp
+    bins (14 % of low-speed steps in the 2,000-scenario set), which teaches greedy decoding to lock onto them."""
     tok = policy.tokenizer
     prompt = prompt_ids(policy, scenario)
     trace = tok.encode_trace(str(scenario.coc_trace or ""))[: policy.config.max_trace_tokens]
     head = prompt + trace + [tok.id(COT_END), tok.id(TRAJ_START)]
-    controls = np.asarray(scenario.expert_controls, dtype=np.float64)
+    controls = np.array(scenario.expert_controls, dtype=np.float64)
+    hist, fut = np.asarray(scenario.history, dtype=np.float64), np.asarray(scenario.future, dtype=np.float64)
+    speed_before = np.concatenate([hist[-1:, 3], fut[:-1, 3]])
+    controls[speed_before < zero_curvature_below, 1] = 0.0
     traj = tok.encode_controls(controls).tolist()
     # The expert's target is clipped to the bins' physical ranges: curvature is unobservable near standstill and the
     # fitted value there can reach 100+ σ, which would dominate the flow loss (and the shared gradient clip).

@@ -125,8 +125,8 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
         raise ValueError(f"sft.data: no training scenarios in {cfg.data} (split {cfg.train_split!r})")
     policy = policy or new_policy(model_cfg, [s.coc_trace for s in train])
     tok = policy.tokenizer
-    train_ex = [build_example(policy, s) for s in train]
-    val_ex = [build_example(policy, s) for s in val[: cfg.eval_scenarios]]
+    train_ex = [build_example(policy, s, cfg.zero_curvature_below) for s in train]
+    val_ex = [build_example(policy, s, cfg.zero_curvature_below) for s in val[: cfg.eval_scenarios]]
     pad = pad_id(policy)
     lengths = [len(e.input_ids) for e in train_ex]
     log(f"sft: {len(train_ex)} train / {len(val_ex)} val examples, tokens/seq mean {np.mean(lengths):.0f} "

@@ -11,7 +11,7 @@ Per scenario it flags:
   :data:`rlpost.scenarios.labels.RELEVANT`), an operating-domain factor (SUMO has no weather or roadworks), a
   factor whose category disagrees with its kind, or one whose evidence is absent at t0 (a red-light factor
   while the light is green, a pedestrian factor with no pedestrian ahead).
-- ``inconsistent_action`` (only if ``rlpost.consistency`` is installed): the decision contradicts the expert's
+- ``inconsistent_action``: the decision contradicts the expert's
   own future meta-actions.
 """
 
@@ -41,10 +41,8 @@ class Issue:
 
 
 def _consistency():
-    try:
-        from rlpost.consistency import check_consistency
-    except ImportError:  # the consistency module is optional for this check
-        return None
+    from rlpost.consistency import check_consistency
+
     return check_consistency
 
 
@@ -121,10 +119,9 @@ def check_scenario(sc: Scenario, consistency=None) -> list[Issue]:
                 flag("causal_locality", f"factor {key} claims {t:+.1f} s but nothing matching is seen then")
     if consistency is not None and decision is not None:
         result = consistency(decision, sc.meta_longitudinal, sc.meta_lateral)
-        ok = getattr(result, "ok", result)
-        if not ok:
+        if not result.consistent:
             flag("inconsistent_action", f"{decision.describe()} vs meta-actions {sc.meta_longitudinal}/"
-                                        f"{sc.meta_lateral}")
+                                        f"{sc.meta_lateral}: {result.reason}")
     return issues
 
 

@@ -86,3 +86,36 @@ def test_bad_config_is_refused_before_any_actor_starts():
 
     with pytest.raises(ConfigError, match="learner.num_ranks"):
         load_config(RunConfig, None, ["learner.num_ranks=3", "trainer.scenarios_per_step=4", "rollout.group_size=4"])
+
+
+def test_online_curator_updates_redis_selection_and_records_carry_round_ids(
+        tmp_path, tiny_checkpoint, redis_url, ray_session):
+    import redis
+
+    from rlpost.curation.schedule import CurationConfig
+    from rlpost.train import train
+
+    pool, held = scenarios()
+    out = tmp_path / "curated"
+    cfg = run_config(out, redis_url, steps=4, staleness=0)
+    cfg.curation = CurationConfig(schedule="online", every=2, pool_size=12, size=6, group_size=2, max_block_s=120)
+    summary = train(cfg, tiny_checkpoint, pool, held, log=print)
+    assert "after" in summary
+    rounds = pq.read_table(out / "curation").to_pylist()
+    assert sorted({r["round"] for r in rounds}) == [0, 2, 4]  # round 0 at start, then every 2 steps
+    assert {r["policy_version"] for r in rounds if r["round"] == 2} == {2}  # scored with the current policy
+    for round_id in (0, 2):
+        assert sum(r["selected"] for r in rounds if r["round"] == round_id) == 6
+    client = redis.Redis.from_url(redis_url)
+    live = {m.decode() for m in client.zrange(f"rlpost:{cfg.name}:selection", 0, -1)}
+    assert live == {r["scenario_id"] for r in rounds if r["round"] == 4 and r["selected"]}
+    table = pq.read_table(out / "rollouts").to_pylist()
+    by_round = {}
+    for row in table:
+        by_round.setdefault(row["curation_round"], set()).add(row["scenario_id"])
+    assert set(by_round) <= {0, 2}
+    for round_id, used in by_round.items():
+        assert used <= {r["scenario_id"] for r in rounds if r["round"] == round_id and r["selected"]}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("curation/rounds", 0) for r in rows) >= 2
+    assert 0 < rows[-2]["curation/token_share"] < 1

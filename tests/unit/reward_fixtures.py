@@ -1,8 +1,7 @@
-"""Helpers for the reward tests: scenario factory and importable plugin functions (workers import them by ref).
+"""Helpers for the reward tests: batches of real ``rlpost.scenarios.schema.Scenario`` records and completions.
 
-Plugins that tests run in worker processes live in ``reward_plugins`` (kept free of torch imports so a
-worker starts fast). Scenarios come from ``rlpost.rewards.synthetic`` (duck-typed ``ScenarioLike``) until
-``rlpost.scenarios.schema.Scenario`` lands; the rewards read only the ``ScenarioLike`` fields.
+Scenarios come from ``rlpost.rewards.synthetic`` (deterministic, no simulator). Plugins that tests run in worker
+processes live in ``reward_plugins`` (kept free of torch imports so that a respawned worker starts fast).
 """
 
 from __future__ import annotations

@@ -111,3 +111,8 @@ def unparseable_nan(completions, scenarios, /):
 
 def bool_values(completions, scenarios, /):
     return [True for _ in completions]
+
+
+async def async_raises_timeout(completions, scenarios, /):
+    """An async plugin whose own network call timed out: an error, not the guard's deadline."""
+    raise TimeoutError("upstream judge did not answer")

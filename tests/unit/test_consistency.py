@@ -126,7 +126,10 @@ CASES = [
     # lane change left ⇒ steer left; the S-curve's straightening steer right is fine, a sharp right is not
     (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], S_CURVE_LEFT, True),
     (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["steer_right"], False),
-    (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["steer_left", "sharp_steer_right"], False),
+    # ... and at walking pace the same shift reads as sharp steers both ways (turn rate is per metre)
+    (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["steer_left", "sharp_steer_right"], True),
+    (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["sharp_steer_left"], True),
+    (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["sharp_steer_right"], False),
     # order is not checked (SPEC labels carry no times here): a left S-curve also holds a plain right steer
     (Decision(lateral=A.LANE_CHANGE, direction=D.RIGHT), ["maintain_speed"], S_CURVE_LEFT, True),
     (Decision(lateral=A.LANE_CHANGE, direction=D.RIGHT), ["maintain_speed"], ["go_straight", "steer_left"], False),
@@ -142,7 +145,8 @@ CASES = [
     (Decision(lateral=A.TURN, direction=D.RIGHT), ["gentle_decel"], ["sharp_steer_right", "go_straight"], True),
     # nudges are gentle
     (Decision(lateral=A.IN_LANE_NUDGE, direction=D.RIGHT), ["maintain_speed"], ["steer_right", "steer_left"], True),
-    (Decision(lateral=A.IN_LANE_NUDGE, direction=D.RIGHT), ["maintain_speed"], ["sharp_steer_right"], False),
+    (Decision(lateral=A.IN_LANE_NUDGE, direction=D.RIGHT), ["maintain_speed"], ["sharp_steer_right"], True),
+    (Decision(lateral=A.IN_LANE_NUDGE, direction=D.RIGHT), ["maintain_speed"], ["sharp_steer_left"], False),
     (Decision(lateral=A.OUT_OF_LANE_NUDGE, direction=D.LEFT), ["maintain_speed"], ["go_straight"], False),
     # both axes must agree
     (Decision(L.STOP_FOR_STATIC_CONSTRAINT, A.LANE_KEEPING), ["strong_decel", "stop"], ["go_straight"], True),
@@ -166,7 +170,7 @@ def test_reason_names_axis_and_decision():
     result = check_consistency(Decision(L.YIELD, A.LANE_CHANGE, D.LEFT), ["strong_accel"], ["steer_right"])
     assert not result.longitudinal_ok and not result.lateral_ok
     assert "longitudinal: yield forbids strong_accel" in result.reason
-    assert "lateral: lane_change left requires one of steer_left" in result.reason
+    assert "lateral: lane_change left requires one of sharp_steer_left, steer_left" in result.reason
 
 
 def test_unparseable_trace_is_inconsistent():

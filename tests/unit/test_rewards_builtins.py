@@ -84,7 +84,8 @@ def test_expert_trace_and_trajectory_are_consistent(kind):
 
 
 def test_inconsistent_trace_trajectory_pair_scores_zero():
-    stop, cruise, turn = synthetic_scenario(1, "stop"), synthetic_scenario(0, "cruise"), synthetic_scenario(3, "turn_left")
+    stop, cruise = synthetic_scenario(1, "stop"), synthetic_scenario(0, "cruise")
+    turn = synthetic_scenario(3, "turn_left")
     pairs = [
         (with_trace(expert_completion(cruise), stop.coc_trace), cruise),  # says stop, keeps speed
         (with_trace(expert_completion(stop), "I will accelerate to pass and keep lane."), stop),  # says pass, stops

@@ -11,7 +11,7 @@ from rlpost.rewards.contract import check_reward
 def test_builtins_meet_the_contract(name):
     report = check_reward(name, n_garbage=120)
     assert report.passed, report.summary()
-    assert report.samples_per_s and report.samples_per_s > 1000
+    assert report.samples_per_s and report.samples_per_s > 100
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def test_async_plugin_is_awaited_and_times_out_cooperatively():
         ("bad_status", "status 'fine'"),
         ("unparseable_nan", "not a finite real number"),
         ("bool_values", "expected a finite float"),
+        ("async_raises_timeout", "TimeoutError: upstream judge did not answer"),
     ],
 )
 def test_failures_become_error_status_naming_the_reward(fn, needle):
@@ -131,3 +132,16 @@ def test_pipeline_other_components_of_hung_samples_are_unaffected():
     assert rec.version == "unversioned" and rec.weight == 2.0 and rec.latency_ms > 0
     flat = out[0].flat()
     assert flat["reward.sleeps_forever.status"] == "timeout" and "reward.raises.error" in flat
+
+
+def test_async_plugin_in_process_also_from_inside_a_running_event_loop():
+    import asyncio
+
+    guard = GuardedReward(resolve_reward("reward_plugins:async_sleeper"), deadline_s=None, in_process=True)
+    comps, scen = P.light_batch(2)
+    assert [r.value for r in guard(comps, scen)[0]] == [2.0, 2.0]
+
+    async def from_an_async_actor():
+        return guard(comps, scen)[0]
+
+    assert [r.status for r in asyncio.run(from_an_async_actor())] == ["ok", "ok"]

@@ -1,0 +1,61 @@
+"""One curation round as pure functions: score candidates from their rollouts, select, describe (SPEC §7)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from rlpost.curation.analysis import score_summary
+from rlpost.curation.schedule import CurationConfig
+from rlpost.curation.scores import disagreement_score
+from rlpost.curation.selection import select
+
+
+def candidate_pool(ids: list[str], round_id: int, cfg: CurationConfig, seed: int) -> list[str]:
+    """The candidates of a round: ``pool_size`` ids drawn by (seed, round) — all of them when pool_size is None."""
+    if cfg.pool_size is None or cfg.pool_size >= len(ids):
+        return list(ids)
+    rng = np.random.default_rng([seed, round_id, 7])
+    return sorted(ids[i] for i in rng.choice(len(ids), cfg.pool_size, replace=False))
+
+
+def group_arrays(records: list) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, rewards, seq_logprobs, lengths) with ``(B, G)`` arrays from rollout records grouped by scenario."""
+    groups: dict[str, list] = defaultdict(list)
+    for r in records:
+        groups[r.scenario_id].append(r)
+    ids = list(groups)
+    size = min(len(g) for g in groups.values())
+    rewards = np.array([[r.reward_total for r in groups[i][:size]] for i in ids])
+    logps = np.array([[float(np.sum(r.sampler_logprobs)) for r in groups[i][:size]] for i in ids])
+    lengths = np.array([[max(len(r.completion_ids), 1) for r in groups[i][:size]] for i in ids])
+    return ids, rewards, logps, lengths
+
+
+def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generator) -> dict:
+    """Scores of every candidate and the selection; returns the parts of a round record."""
+    ids, rewards, logps, lengths = group_arrays(records)
+    scores = disagreement_score(rewards, logps, lengths, cfg.beta, cfg.score)
+    selected = select(cfg.strategy, ids, scores, cfg.size, rng,
+                      **({"random_share": cfg.random_share} if cfg.strategy == "top_plus_random" else {}))
+    p_model_entropy = []
+    for lp, n in zip(logps, lengths):
+        z = lp / n - (lp / n).max()
+        p = np.exp(z) / np.exp(z).sum()
+        p_model_entropy.append(float(-(p * np.log(np.maximum(p, 1e-300))).sum()))
+    return {
+        "candidates": ids,
+        "scores": scores.tolist(),
+        "zero_variance": (np.ptp(rewards, axis=1) <= 1e-8).tolist(),
+        "p_model_entropy": p_model_entropy,
+        "selected": selected,
+        "score_summary": score_summary(scores),
+    }
+
+
+def random_selection(ids: list[str], cfg: CurationConfig, rng: np.random.Generator) -> dict:
+    """A round of the ``random`` schedule: no scoring."""
+    selected = select("random", ids, np.zeros(len(ids)), cfg.size, rng)
+    return {"candidates": ids, "scores": [0.0] * len(ids), "zero_variance": [False] * len(ids),
+            "p_model_entropy": [float("nan")] * len(ids), "selected": selected, "score_summary": {"count": 0}}

@@ -1,0 +1,60 @@
+"""The main job: data → SFT → GRPO → report, each stage skipped when its output already exists."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rlpost.run_config import RunConfig
+
+
+def ensure_data(cfg: RunConfig, log=print) -> Path:
+    """The scenario dataset at ``cfg.data.path``, built from the shipped SUMO networks if missing."""
+    path = Path(cfg.data.path)
+    if path.exists():
+        return path
+    from rlpost.scenarios.build import build_dataset
+
+    log(f"[data] building {cfg.data.build_n} SUMO scenarios into {path}")
+    report = build_dataset(path, cfg.data.build_n, cfg.data.build_nets, seed=cfg.trainer.seed)
+    log(f"[data] done: {report.get('written', cfg.data.build_n)} scenarios")
+    return path
+
+
+def ensure_sft(cfg: RunConfig, log=print) -> str:
+    """The policy checkpoint GRPO starts from: ``cfg.init_checkpoint``, or the SFT stage's output (trained if
+    missing)."""
+    if cfg.init_checkpoint:
+        return cfg.init_checkpoint
+    final = Path(cfg.sft.out) / "final"
+    if (final / "config.json").exists():
+        log(f"[sft] reusing {final}")
+        return str(final)
+    from rlpost.policy.sft import run_sft
+
+    sft = cfg.sft.model_copy(update={"data": cfg.data.path})
+    log(f"[sft] training {cfg.model.size or cfg.model.path} on {cfg.data.path} ({sft.steps} steps max, "
+        f"{sft.max_minutes or '-'} min budget)")
+    return str(run_sft(cfg.model, sft, log=log).checkpoint)
+
+
+def run_pipeline(cfg: RunConfig, log=print) -> Path:
+    """Run every stage; returns the report path."""
+    from rlpost.report import write_report
+    from rlpost.scenarios.schema import read_scenarios
+    from rlpost.train import train
+
+    t0 = time.time()
+    data = ensure_data(cfg, log)
+    checkpoint = ensure_sft(cfg, log)
+    t_sft = time.time()
+    pool = read_scenarios(data, cfg.data.train_split)
+    held_out = read_scenarios(data, cfg.data.eval_split)[: cfg.trainer.eval_scenarios]
+    log(f"[grpo] {cfg.trainer.steps} steps x {cfg.trainer.scenarios_per_step} scenarios x G={cfg.rollout.group_size} "
+        f"from {checkpoint}; {len(pool)} train / {len(held_out)} held-out scenarios")
+    summary = train(cfg, checkpoint, pool, held_out, log=log)
+    report = write_report(cfg.out, summary, {
+        "config": cfg.name, "start checkpoint": checkpoint, "data + SFT time": f"{t_sft - t0:.0f} s",
+        "GRPO time": f"{time.time() - t_sft:.0f} s", "total": f"{time.time() - t0:.0f} s"})
+    log(f"[report] {report}")
+    return report

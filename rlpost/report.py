@@ -1,0 +1,59 @@
+"""The run report: before/after held-out table and training curves (markdown + PNG), from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """Reward components, ADE, consistency and step time over training steps."""
+    train = [r for r in rows if r["step"] >= 0 and "reward" in r]
+    panels = [k for k in train[0] if k.startswith("reward/")] + ["ade", "sampler_logp_gap", "time/step_s"]
+    panels = [k for k in panels if any(k in r and r[k] is not None for r in train)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    for ax, key in zip(axes if len(panels) > 1 else [axes], panels):
+        ax.plot([r["step"] for r in train if r.get(key) is not None], [r[key] for r in train if r.get(key) is not None])
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: str | Path, summary: dict, extra: dict | None = None) -> Path:
+    """``report.md`` (and ``curves.png``) in ``run_dir``: held-out before vs after GRPO and the curves."""
+    run_dir = Path(run_dir)
+    rows = _rows(run_dir)
+    before, after = summary.get("before", {}), summary.get("after", {})
+    lines = ["# rlpost run report", ""]
+    for key, value in (extra or {}).items():
+        lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Held-out scenarios, before and after GRPO", "", "| metric | before (SFT) | after GRPO | change |",
+              "|---|---|---|---|"]
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        change = f"{a - b:+.3f}" if isinstance(a, float) and isinstance(b, float) else ""
+        lines.append(f"| {key.removeprefix('eval/')} | {b if b is None else f'{b:.3f}'} | "
+                     f"{a if a is None else f'{a:.3f}'} | {change} |")
+    train = [r for r in rows if r["step"] >= 0 and "reward" in r]
+    if train:
+        plot_curves(rows, run_dir / "curves.png")
+        mean = lambda k: sum(r.get(k) or 0.0 for r in train) / len(train)  # noqa: E731
+        lines += ["", "## Training", "", f"{len(train)} GRPO steps; mean step time {mean('time/step_s'):.2f} s "
+                  f"(generation wait {mean('time/generate_wait_s'):.2f}, rewards {mean('time/score_s'):.2f}, "
+                  f"learner {mean('time/learn_s'):.2f}, sync {mean('time/sync_s'):.2f}); mean sampler-vs-learner "
+                  f"log-prob gap {mean('sampler_logp_gap'):.2e}.", "", "![curves](curves.png)"]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
