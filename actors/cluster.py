@@ -87,16 +87,34 @@ class Cluster:
             for i in range(rc.num_workers)
         ]
         wait([w.version.remote() for w in self.rollouts], "rollout engine start (vLLM)", rc.timeout_s)
+        rewards_cfg, self.judge = self._start_judge(cfg)
         # The reward worker takes no reserved CPU: its functions are light, or run in their own guarded processes.
         self.reward = RewardWorker.options(num_cpus=0, runtime_env=actor_env(1), name=f"rlpost:{cfg.name}:reward",
                                            **restart).remote(
-            cfg.rewards, cfg.rewards.cache_url or redis_url, f"rlpost:{cfg.name}:reward_cache")
+            rewards_cfg, cfg.rewards.cache_url or redis_url, f"rlpost:{cfg.name}:reward_cache")
         self.last_weights = None
         self.restarts = {"rollout": 0, "reward": 0}
         self.version = 0  # the policy version every engine holds after the last sync
         self.curator = None
         self.redis_url = redis_url
         self.checkpoint = checkpoint
+
+    @staticmethod
+    def _start_judge(cfg: RunConfig):
+        """A JudgeServer actor (vLLM on the judge model) for a ``reasoning_critic`` component with the judge backend
+        served by an actor; returns the rewards config pointed at it, and the server handle (or None)."""
+        from rlpost.actors.judge import start_judge_server
+
+        components, judge = [], None
+        for spec in cfg.rewards.components:
+            p = spec.params
+            if (spec.name == "reasoning_critic" and p.get("backend") == "judge" and p.get("model")
+                    and p.get("engine", "auto") in ("auto", "actor") and judge is None):
+                name = f"rlpost-judge-{cfg.name}"
+                judge = start_judge_server(p["model"], name=name, num_cpus=0)
+                spec = spec.model_copy(update={"params": {**p, "engine": "actor", "server": name}})
+            components.append(spec)
+        return cfg.rewards.model_copy(update={"components": components}), judge
 
     # --- curation -----------------------------------------------------------------------------------------------
     def start_curator(self, pool: list) -> None:
@@ -255,7 +273,7 @@ class Cluster:
              self.cfg.learner.timeout_s)
 
     def shutdown(self) -> None:
-        for actor in [*self.rollouts, *self.learners, self.reward, *([self.curator] if self.curator else [])]:
+        for actor in [*self.rollouts, *self.learners, self.reward, *[a for a in (self.curator, self.judge) if a]]:
             ray.kill(actor)
         remove_placement_group(self.pg)
         if self._owns_ray:

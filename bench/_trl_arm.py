@@ -86,6 +86,7 @@ def main() -> None:
 
     # --- reward callables: rlpost's built-ins, one TRL reward function per component ----------------------------
     decoded_cache: dict = {"key": None}
+    decoded_rates: list[float] = []
 
     def completions_of(completion_ids, scenario_id):
         key = (id(completion_ids), len(completion_ids))
@@ -96,6 +97,7 @@ def main() -> None:
                 comps.append(Completion(sid, g % w.group_size, d.trace, d.controls,
                                         "ok" if d.controls is not None else "no_trajectory", tuple(ids)))
             decoded_cache.update(key=key, comps=comps, scen=[by_id[s] for s in scenario_id])
+            decoded_rates.append(sum(c.controls is not None for c in comps) / len(comps))
         return decoded_cache["comps"], decoded_cache["scen"]
 
     reward_time = [0.0]
@@ -210,8 +212,9 @@ def main() -> None:
                       "to_first_step_end": timer.ends[0] - T_PROCESS if timer.ends else None,
                       "total": t_end - T_PROCESS},
         "reward_mean": [l.get("reward") for l in timer.logs if "reward" in l],
-        "completions_per_step": trainer.completions, "completion_tokens_per_step": trainer.tokens,
+        "completions_per_step": trainer.completions, "tokens_per_step_all": trainer.tokens,
         "loadavg_end": os.getloadavg()[0],
+        "decoded_rate": sum(decoded_rates) / max(len(decoded_rates), 1),
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -4,8 +4,9 @@ One reward, several interchangeable graders ("backends") behind one interface:
 
 - ``rubric`` (``rlpost.rewards.rubric``): deterministic rules over the parsed decisions and causal factors; cheap,
   reproducible, and the teacher of the judge (its rationales are training targets).
-- ``judge`` (not built yet): a large reasoning model served by vLLM or any OpenAI-compatible endpoint, prompted with
-  the same rubric. It plugs in by registering a backend::
+- ``judge`` (``rlpost.rewards.judge``): a judge model served by vLLM (in the JudgeServer Ray actor, or in the reward
+  worker) or any OpenAI-compatible endpoint, prompted with the same rubric; on CPU the project's own small judge
+  distilled from the rubric (``rlpost sft --task judge``). Backends plug in by registering::
 
       @register_critic_backend("judge", version="1")
       class JudgeCritic:
@@ -48,10 +49,10 @@ class CritiqueRequest:
 class CritiqueGrade:
     """A critic's verdict on one request.
 
-    grade: integer 0–5 (None unless status is ok/unparseable); status: ok | unparseable (the generated trace has no
-    usable decision: grade 0) | error (the critic could not grade: e.g. the reference does not parse, the judge's
-    answer had no grade); rationale: one or two sentences saying why (the judge's teacher signal); details: small
-    JSON-serialisable diagnostics.
+    grade: integer 0–5 (None unless status is ok/unparseable); status: ok | unparseable (grade 0: the generated trace
+    has no usable decision, or a judge's output is not a grade: ``details["unparseable"] == "judge_output"``) |
+    error (the critic could not grade: e.g. the reference does not parse, the judge is unreachable); rationale: one
+    or two sentences saying why (the judge's teacher signal); details: small JSON-serialisable diagnostics.
     """
 
     grade: int | None
@@ -161,5 +162,7 @@ def reasoning_critic(
     return _to_results(grades, len(requests), critic, normalise)
 
 
-# The rubric backend registers itself on import; importing it here makes it available wherever the reward is.
+# The rubric and judge backends register themselves on import; importing them here makes them available wherever
+# the reward is.
 from rlpost.rewards import rubric as _rubric  # noqa: E402,F401
+from rlpost.rewards import judge as _judge  # noqa: E402,F401  (light: vLLM/Ray load on first use)

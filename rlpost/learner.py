@@ -88,6 +88,9 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        from rlpost.runtime import skip_deepspeed_shm_op
+
+        skip_deepspeed_shm_op()
         deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
         micro = min(cfg.micro_batch, per_rank_batch)

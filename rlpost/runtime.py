@@ -33,3 +33,20 @@ def configure_cpu_runtime(threads: int = 1) -> None:
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
+
+
+def skip_deepspeed_shm_op() -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op at ``init_distributed``.
+
+    On the CPU accelerator DeepSpeed builds ``deepspeed_shm_comm`` at every backend start when its build hash
+    differs (30-60 s, minutes under load) behind a file lock; a build killed midway leaves the lock and every later
+    start then waits on it forever (seen here: a learner setup hung 600 s). The op only serves
+    ``inference_all_reduce``; training all-reduces go through torch.distributed (gloo / NCCL), so it is marked
+    incompatible, which DeepSpeed's own op table supports.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False

@@ -169,6 +169,8 @@ class TrajectoryTokenizer:
     accel_range / curvature_range: (low, high) covered by the bins [m/s²] / [1/m]; values outside are clamped.
     Token ids are bin indices in ``[0, num_bins)`` per channel; the policy's vocabulary maps them to its own ids.
     Decoding returns bin centres, so the error inside the range is at most half a bin width.
+    Prefer an odd ``num_bins`` over a range symmetric about 0: then zero control is a bin centre. With an even
+    count zero sits on a bin edge and "drive straight" decodes to a half-bin curvature, a systematic drift.
     """
 
     num_bins: int

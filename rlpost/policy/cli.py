@@ -38,6 +38,16 @@ def load_policy_config(path: str | None, overrides: list[str] = ()) -> PolicyRun
 
 
 def _sft(args: argparse.Namespace) -> int:
+    if args.task == "judge":  # the reasoning judge (rlpost.policy.judge): its own `judge:` section and overrides
+        from rlpost.policy.judge import load_judge_config, run_judge_sft
+
+        config, overrides = args.config, list(args.overrides)
+        if config is not None and "=" in config and not Path(config).is_file():  # `--task judge judge.steps=100`
+            config, overrides = None, [config, *overrides]
+        run_judge_sft(load_judge_config(config, overrides))
+        return 0
+    if args.config is None:
+        raise SystemExit("rlpost sft: a YAML run config is required for --task policy")
     from rlpost.policy.evaluate import run_eval
     from rlpost.policy.sft import run_sft
 
@@ -63,8 +73,13 @@ def _eval(args: argparse.Namespace) -> int:
 def add_policy_subcommands(subparsers) -> None:
     """Register ``sft`` and ``eval`` on an ``argparse`` sub-parser set (``parser.add_subparsers()``)."""
     sft = subparsers.add_parser("sft", help="supervised fine-tuning (CoC + trajectory tokens, flow expert) with DeepSpeed")
-    sft.add_argument("config", help="YAML run config (its model:/sft:/eval: sections)")
-    sft.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.steps=100 model.size=small")
+    sft.add_argument("config", nargs="?", default=None,
+                     help="YAML run config (its model:/sft:/eval: sections; --task judge: its judge: section, optional)")
+    sft.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.steps=100 model.size=small "
+                                                  "(--task judge: judge.steps=2000 judge.out=runs/judge)")
+    sft.add_argument("--task", choices=("policy", "judge"), default="policy",
+                     help="policy: the driving policy (default); judge: distil the 0-5 reasoning rubric into a small "
+                          "judge model for the reasoning_critic judge backend (rlpost.policy.judge)")
     sft.add_argument("--no-eval", action="store_true", help="skip the evaluation of the final checkpoint")
     sft.set_defaults(func=_sft)
     ev = subparsers.add_parser("eval", help="ADE/FDE/minADE (token and expert), decision accuracy, consistency, ...")

@@ -21,8 +21,15 @@ trained on the trace vocabulary plus the prompt's words. The prompt is::
 
 and the completion is one grade token ``0``..``5`` (digits are single tokens in Qwen2's pipeline). Only that
 token carries the loss (plus an optional small language-model loss on the prompt). Training is the policy SFT's
-DeepSpeed loop shape (gloo, torch AdamW, ZeRO stage from the config). ``judge.json`` beside the weights records
-the prompt template, the grade token ids and the trace budget, so every server builds the same prompt.
+loop (torch AdamW, warm-up + cosine, grad clip; the cosine follows whichever of ``steps`` / ``max_minutes`` runs
+out first), in plain torch by default or through DeepSpeed (gloo, ZeRO) with ``deepspeed: true``: one process gains
+nothing from DeepSpeed, and its JIT-built comm op stalled first runs for ~100 s on the shared machine.
+``judge.json`` beside the weights records the prompt template, the grade token ids and the trace budget, so every
+server builds the same prompt.
+
+Measured (``rlpost sft --task judge`` defaults: small preset, 1.08M params, batch 32, 4.5 min on one thread of a
+shared 2-core VM): 717 steps; on 1,005 held-out pairs from the 201 val references, exact agreement with the rubric
+0.700, mean |diff| 0.589, within ±1 0.829; identical through vLLM + the strict parser (0 unparseable outputs).
 """
 
 from __future__ import annotations
@@ -58,8 +65,7 @@ JUDGE_FILE = "judge.json"
 GRADE_TOKENS = tuple(str(g) for g in range(6))
 # A compact statement of the SPEC §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
 # prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.rewards.judge).
-RUBRIC_PREFIX = ("Grade the candidate reasoning against the reference from 0 to 5: 5 same behaviour and causes, "
-                 "3 roughly correct, 1 wrong behaviour, 0 unrelated or opposite.")
+RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
 PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"
 
 
@@ -70,8 +76,8 @@ def clean_text(text: Any) -> str:
 
 def judge_prompt(reference: str, candidate: str, prefix: str = RUBRIC_PREFIX,
                  template: str = PROMPT_TEMPLATE) -> str:
-    """The judge's prompt text for one pair (the completion is one grade token)."""
-    return template.format(prefix=prefix, reference=clean_text(reference), candidate=clean_text(candidate))
+    """The judge's prompt text for one pair (the completion is one grade token); whitespace collapsed."""
+    return " ".join(template.format(prefix=prefix, reference=clean_text(reference), candidate=clean_text(candidate)).split())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,8 +387,10 @@ class JudgePromptEncoder:
         self.tok, self.spec = tokenizer, spec
         pre, rest = spec.template.split("{reference}")
         mid, tail = rest.split("{candidate}")
-        self._pre = tokenizer.encode(pre.format(prefix=spec.prefix))
-        self._mid = tokenizer.encode(mid)
+        # Each trace is encoded as " " + text, so the pieces drop the space before it: the concatenation equals
+        # the encoding of the formatted prompt text (tested).
+        self._pre = tokenizer.encode(pre.format(prefix=spec.prefix).rstrip(" "))
+        self._mid = tokenizer.encode(mid.rstrip(" "))
         self._tail = tokenizer.encode(tail)
 
     def trace_ids(self, text: Any) -> list[int]:
@@ -445,10 +453,13 @@ class JudgeConfig(BaseModel):
     warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
-    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (gloo backend on CPU)")
+    deepspeed: bool = Field(False, description="train through DeepSpeed (gloo, ZeRO `zero_stage`) like the policy SFT; "
+                            "off: the same loop in plain torch (one process; no JIT-built comm op to wait for)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (gloo backend on CPU), with deepspeed: true")
     lm_weight: float = Field(0.05, ge=0, description="weight of an auxiliary next-token loss on the prompt (0 = grade only)")
     eval_every: int = Field(500, ge=0, description="steps between held-out agreement checks (0 = only at the end)")
     eval_pairs: int = Field(600, ge=1, description="held-out pairs used by the periodic checks (the final one uses all)")
+    eval_vllm: bool = Field(True, description="also measure the final agreement through vLLM (the serving path)")
     threads: int = Field(1, ge=1, description="torch/OpenMP threads of the training process")
     seed: int = Field(0, description="data and init seed")
     progress: bool = Field(False, description="tqdm progress bar")
@@ -583,12 +594,11 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
 
     from rlpost.policy.config import ModelConfig, SFTConfig
     from rlpost.policy.model import build_backbone
-    from rlpost.policy.sft import _lr_lambda, _single_process_env, ds_config
+    from rlpost.policy.sft import _single_process_env, ds_config
     from rlpost.policy.tokenizer import PAD
     from rlpost.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(threads=cfg.threads)
-    _single_process_env()
     t0 = time.time()
     if train is None or val is None:
         from rlpost.scenarios.schema import read_scenarios
@@ -624,9 +634,6 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
         f"{grade_histogram(val_pairs)}; tokens/pair mean {np.mean(lengths):.0f} max {max(lengths)}; vocab "
         f"{tok.vocab_size}; {cfg.size} Qwen2 {n_params:,} params")
 
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="gloo")
     torch.manual_seed(cfg.seed)
     module = JudgeLoss.module(backbone, spec.grade_ids, cfg.lm_weight)
     sft_like = SFTConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
@@ -636,9 +643,16 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     no_decay = [p for p in module.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(sft_like))
-    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds_config(sft_like, int(os.environ.get("WORLD_SIZE", "1"))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _budget_lr_lambda(cfg, time.time()))
+    if cfg.deepspeed:
+        import deepspeed
+
+        _single_process_env()
+        deepspeed.init_distributed(dist_backend="gloo")
+        engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
+                                               config=ds_config(sft_like, int(os.environ.get("WORLD_SIZE", "1"))))
+    else:
+        engine = _PlainEngine(module, optimizer, scheduler, cfg.grad_clip)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
@@ -681,7 +695,7 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
             engine.backward(res["loss"])
             engine.step()
             for k, v in res.items():
-                v = float(v)
+                v = float(v.detach())
                 running[k] = 0.95 * running.get(k, v) + 0.05 * v
             step += 1
             if bar is not None:
@@ -705,12 +719,16 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     if bar is not None:
         bar.close()
     train_seconds = time.time() - t_train
-    with _gathered(engine, cfg.zero_stage):
+    with _gathered(engine, cfg.zero_stage if cfg.deepspeed else 0):
         backbone = engine.module.backbone
         ckpt = save_judge(out / "final", backbone, tok, spec)
         final = held_out(val_pairs)
     final |= {"split": cfg.val_split, "engine": "hf", "references": len(val_refs), "steps": step,
               "train_seconds": round(train_seconds, 1)}
+    if cfg.eval_vllm:  # the serving path: the judge backend's engine (vLLM, grade tokens only) + the strict parser
+        final["vllm"] = vllm_agreement(ckpt, val_pairs)
+        log(f"judge: through vLLM + the strict parser: exact {final['vllm']['exact']:.3f}, mean |diff| "
+            f"{final['vllm']['mean_abs_diff']:.3f}, unparseable outputs {final['vllm']['unparseable']}")
     (out / "agreement.json").write_text(json.dumps(final, indent=1))
     record({"step": step, "time": time.time() - t0, "final_exact": final["exact"],
             "final_mean_abs_diff": final["mean_abs_diff"]})
@@ -720,6 +738,57 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
         f"on {final['n']} pairs: exact {final['exact']:.3f}, mean |diff| {final['mean_abs_diff']:.3f}, "
         f"within 1 {final['within_1']:.3f}; checkpoint {ckpt}")
     return JudgeResult(ckpt, step, seconds, train_seconds, final, history)
+
+
+def _budget_lr_lambda(cfg: JudgeConfig, t_start: float):
+    """Warm-up, then cosine decay to ``min_lr_ratio`` over whichever budget runs out first: ``steps`` or
+    ``max_minutes`` (so a time-bounded run still ends at the low learning rate)."""
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.max_minutes:
+            p = max(p, (time.time() - t_start) / (60 * cfg.max_minutes))
+        p = min(1.0, p)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+class _PlainEngine:
+    """The DeepSpeed engine's calls (``engine(**batch)``, ``backward``, ``step``, ``module``) in plain torch: one
+    process needs no data parallelism, and it skips DeepSpeed's JIT-built comm op (built per environment, and
+    rebuilt whenever another process on the machine builds it with other flags)."""
+
+    def __init__(self, module, optimizer, scheduler, grad_clip: float):
+        self.module, self.optimizer, self.scheduler, self.grad_clip = module, optimizer, scheduler, grad_clip
+
+    def __call__(self, **batch):
+        return self.module(**batch)
+
+    def train(self):
+        self.module.train()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        import torch
+
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def vllm_agreement(checkpoint: str | Path, pairs: Sequence[JudgePair]) -> dict[str, Any]:
+    """Agreement of the checkpoint served by vLLM (``rlpost.rewards.judge.JudgeEngine``) with the rubric."""
+    from rlpost.rewards.judge import JudgeEngine, parse_grade
+
+    engine = JudgeEngine(checkpoint)
+    texts = engine.complete([(p.reference, p.candidate) for p in pairs])
+    out = agreement([parse_grade(t)[0] for t in texts], pairs)
+    del engine
+    return {k: v for k, v in out.items() if k not in ("exact_by_kind", "confusion_rubric_x_judge")}
 
 
 def _gathered(engine, stage: int):

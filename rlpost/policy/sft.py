@@ -135,6 +135,9 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
 
     import deepspeed
 
+    from rlpost.runtime import skip_deepspeed_shm_op
+
+    skip_deepspeed_shm_op()
     deepspeed.init_distributed(dist_backend="gloo")
     torch.manual_seed(cfg.seed)
     module = PolicyModel(policy.backbone, policy.expert, cfg.trace_weight, cfg.traj_weight,

@@ -134,5 +134,5 @@ def test_rubric_unparseable_reference_is_an_error_and_unknown_backend_raises():
     object.__setattr__(s, "coc_trace", "nothing to see")
     r = reasoning_critic([expert_completion(synthetic_scenario(0))], [s])[0]
     assert r.status == "error" and "ground-truth trace" in r.info["error"]
-    with pytest.raises(KeyError, match="unknown critic backend 'judge'"):
-        reasoning_critic([], [], backend="judge")
+    with pytest.raises(KeyError, match="unknown critic backend 'oracle'"):
+        reasoning_critic([], [], backend="oracle")
