@@ -195,7 +195,13 @@ class GRPOLearner:
 
     def load(self, directory: str | Path) -> dict:
         """Restore a checkpoint written by ``save``; returns its client state."""
-        _, client_state = self.engine.load_checkpoint(str(directory))
+        import pickle
+
+        try:
+            _, client_state = self.engine.load_checkpoint(str(directory))
+        except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"learner checkpoint {directory}: unreadable ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                             "restore a good copy, or delete the folder to start the run over") from None
         if client_state is None:
             raise FileNotFoundError(f"no learner checkpoint under {directory}")
         self.version = int(client_state["version"])

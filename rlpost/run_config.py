@@ -6,9 +6,11 @@ reward names, loss names) before any actor starts, with messages that name the f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlpost.config import StrictModel
 from rlpost.curation.schedule import CurationConfig
@@ -134,6 +136,35 @@ class RunConfig(StrictModel):
     sync: SyncConfig = Field(default_factory=SyncConfig, description="weight sync")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="the loop's schedule")
     curation: CurationConfig = Field(default_factory=CurationConfig, description="scenario curation schedule")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+                raise ValueError(f"must look like redis://host:port/db (or rediss://, unix://), got {url!r}; "
+                                 "leave it null to start a local server")
+        return url
+
+    def preflight(self, need_data: bool = True) -> None:
+        """Checks that touch the filesystem and the reward registry, run before any actor starts (the model
+        validators above are pure, so example configs for other machines still load)."""
+        problems = []
+        if self.init_checkpoint is not None and not (Path(self.init_checkpoint) / "config.json").is_file():
+            problems.append(f"init_checkpoint: {self.init_checkpoint!r} is not a checkpoint folder (no config.json); "
+                            "point it at an SFT output such as runs/sft_15min/final, or set null to run SFT")
+        if need_data and not Path(self.data.path).exists():
+            problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
+                            f"{self.data.path}` or run `rlpost demo`, which builds it")
+        try:
+            self.rewards.check_resolvable()
+        except (ValueError, ImportError) as exc:
+            problems.append(f"rewards: {exc}")
+        if problems:
+            from rlpost.config import ConfigError
+
+            raise ConfigError("config cannot run:\n  " + "\n  ".join(problems))
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

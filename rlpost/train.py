@@ -130,6 +130,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
     Returns the before/after held-out metrics. Writes ``rollouts/`` (Parquet), ``metrics.jsonl``, TensorBoard
     events, ``checkpoints/`` and the final HF policy in ``policy/``.
     """
+    cfg.preflight(need_data=False)  # the scenarios come as arguments
     out, tr, group = Path(cfg.out), cfg.trainer, cfg.rollout.group_size
     by_id = {s.scenario_id: s for s in [*pool, *held_out]}
     ckpt_dir = out / "checkpoints"

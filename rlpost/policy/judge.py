@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 import time
 from collections import Counter
@@ -48,385 +47,34 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlpost.coc import (
-    DIRECTIONAL_LATERAL,
-    OPTIONAL_DIRECTION_LATERAL,
-    CausalFactor,
-    Decision,
-    Direction,
-    FactorCategory,
-    Lateral,
-    Longitudinal,
-    compose_trace,
-    factor_phrase,
+# The judge is split in three modules; every name stays importable from here.
+from rlpost.policy.judge_data import (  # noqa: F401 (re-exported)
+    PERTURBATION_WEIGHTS,
+    PERTURBATIONS,
+    JudgePair,
+    Reference,
+    make_pairs,
+    perturb,
+    references_from,
+)
+from rlpost.policy.judge_model import (  # noqa: F401 (re-exported)
+    GRADE_TOKENS,
+    JUDGE_FILE,
+    PROMPT_TEMPLATE,
+    RUBRIC_PREFIX,
+    JudgeLoss,
+    JudgePromptEncoder,
+    JudgeSpec,
+    _collate,
+    build_judge_tokenizer,
+    clean_text,
+    judge_prompt,
+    predict_grades,
+    save_judge,
 )
 
-JUDGE_FILE = "judge.json"
-GRADE_TOKENS = tuple(str(g) for g in range(6))
-# A compact statement of the SPEC §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
-# prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.rewards.judge).
-RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
-PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"
-
-
-def clean_text(text: Any) -> str:
-    """A trace as it enters a prompt: a str with whitespace collapsed (non-str -> "")."""
-    return " ".join(text.split()) if isinstance(text, str) else ""
-
-
-def judge_prompt(reference: str, candidate: str, prefix: str = RUBRIC_PREFIX,
-                 template: str = PROMPT_TEMPLATE) -> str:
-    """The judge's prompt text for one pair (the completion is one grade token); whitespace collapsed."""
-    return " ".join(template.format(prefix=prefix, reference=clean_text(reference), candidate=clean_text(candidate)).split())
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Perturbations
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Reference:
-    """A ground-truth trace with its structured decision and factors (from a scenario)."""
-
-    scenario_id: str
-    trace: str
-    decision: Decision
-    factors: tuple[CausalFactor, ...]
-
-    @classmethod
-    def from_scenario(cls, s) -> "Reference | None":
-        """None when the scenario has no usable decision (it cannot serve as a ground truth)."""
-        try:
-            d = Decision(s.decision_longitudinal, s.decision_lateral, s.decision_direction)
-            factors = tuple(CausalFactor(c, t, min(float(o), 0.0)) for c, t, o in s.factors)
-        except (ValueError, TypeError):
-            return None
-        if not isinstance(s.coc_trace, str) or not s.coc_trace.strip():
-            return None
-        return cls(str(s.scenario_id), s.coc_trace, d, factors)
-
-
-def _lateral_options() -> list[tuple[Lateral | None, Direction | None]]:
-    out: list[tuple[Lateral | None, Direction | None]] = [(None, None)]
-    for lat in Lateral:
-        if lat in DIRECTIONAL_LATERAL:
-            out += [(lat, d) for d in Direction]
-        elif lat in OPTIONAL_DIRECTION_LATERAL:
-            out += [(lat, None), *((lat, d) for d in Direction)]
-        else:
-            out.append((lat, None))
-    return out
-
-
-_LATERAL_OPTIONS = _lateral_options()
-_CATEGORIES = tuple(FactorCategory)
-_IRRELEVANT = (FactorCategory.ODD_CONSTRAINT, FactorCategory.ROAD_EVENT, FactorCategory.ROUTING_INTENT)
-_OBS_TIMES = (0.0, -0.2, -0.5, -1.0, -1.5, -1.9)
-
-
-def _decision(lon, lat, direction) -> Decision | None:
-    try:
-        return Decision(lon, lat, direction)
-    except ValueError:
-        return None
-
-
-def _other_lon(d: Decision, rng: random.Random, allow_none: bool = True) -> Decision:
-    options = [x for x in (*Longitudinal, None) if x != d.longitudinal and (allow_none or x is not None)]
-    rng.shuffle(options)
-    for lon in options:
-        out = _decision(lon, d.lateral, d.direction)
-        if out is not None:
-            return out
-    return d
-
-
-def _other_lat(d: Decision, rng: random.Random, same_kind_ok: bool = False) -> Decision:
-    options = [o for o in _LATERAL_OPTIONS if o != (d.lateral, d.direction) and (same_kind_ok or o[0] != d.lateral)]
-    rng.shuffle(options)
-    for lat, direction in options:
-        out = _decision(d.longitudinal, lat, direction)
-        if out is not None:
-            return out
-    return d
-
-
-def _flip_direction(d: Decision, rng: random.Random) -> Decision:
-    if d.direction is None:
-        return _other_lat(d, rng)
-    flipped = Direction.LEFT if d.direction is Direction.RIGHT else Direction.RIGHT
-    return Decision(d.longitudinal, d.lateral, flipped)
-
-
-def _random_decision(rng: random.Random) -> Decision:
-    while True:
-        lat, direction = rng.choice(_LATERAL_OPTIONS)
-        out = _decision(rng.choice((*Longitudinal, None)), lat, direction)
-        if out is not None:
-            return out
-
-
-def _stock(category: FactorCategory, rng: random.Random) -> CausalFactor:
-    """A factor of ``category`` with a stock phrase (a paraphrase of whatever the reference said)."""
-    return CausalFactor(category, factor_phrase(category, rng), rng.choice(_OBS_TIMES))
-
-
-def _reword(factors: Sequence[CausalFactor], rng: random.Random) -> list[CausalFactor]:
-    """Keep each factor's own text or swap in a stock phrase of its category (same categories, new words)."""
-    return [f if rng.random() < 0.5 else _stock(f.category, rng) for f in factors]
-
-
-def _visible(ref: Reference) -> list[CausalFactor]:
-    from rlpost.coc import MAX_FACTORS_IN_TRACE
-
-    return list(ref.factors[:MAX_FACTORS_IN_TRACE])
-
-
-def _drop_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
-    fs = _reword(_visible(ref), rng)
-    if not fs:
-        return [_stock(rng.choice(_CATEGORIES), rng)]
-    keep = rng.randint(0, len(fs) - 1)
-    return rng.sample(fs, keep)
-
-
-def _add_factors(ref: Reference, rng: random.Random, pool: Sequence[FactorCategory] = _CATEGORIES) -> list[CausalFactor]:
-    from rlpost.coc import MAX_FACTORS_IN_TRACE
-
-    fs = _reword(_visible(ref), rng)
-    have = {f.category for f in fs}
-    new = [c for c in pool if c not in have]
-    rng.shuffle(new)
-    room = max(1, MAX_FACTORS_IN_TRACE - len(fs))
-    added = [_stock(c, rng) for c in new[: rng.randint(1, room)]]
-    out = fs[: MAX_FACTORS_IN_TRACE - len(added)] + added
-    rng.shuffle(out)
-    return out
-
-
-def _replace_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
-    have = {f.category for f in ref.factors}
-    others = [c for c in _CATEGORIES if c not in have] or list(_CATEGORIES)
-    n = rng.randint(1, 3)
-    return [_stock(rng.choice(others), rng) for _ in range(n)]
-
-
-def _partial_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
-    """Some reference factors kept, some replaced by other categories."""
-    fs = _reword(_visible(ref), rng)
-    if len(fs) <= 1:
-        return _add_factors(ref, rng)
-    k = rng.randint(1, len(fs) - 1)
-    kept = rng.sample(fs, k)
-    have = {f.category for f in ref.factors}
-    others = [c for c in _CATEGORIES if c not in have] or list(_CATEGORIES)
-    return kept + [_stock(rng.choice(others), rng) for _ in range(len(fs) - k)]
-
-
-def _garbage(ref: Reference, rng: random.Random, pool: Sequence[Reference]) -> str:
-    from rlpost.coc import DECISION_VOCABULARY
-
-    style = rng.randrange(7)
-    words = ref.trace.split()
-    if style == 0:  # word soup from the CoC vocabulary
-        return " ".join(rng.choice(DECISION_VOCABULARY) for _ in range(rng.randint(3, 30)))
-    if style == 1:  # the reference's words shuffled
-        rng.shuffle(words)
-        return " ".join(words)
-    if style == 2:  # truncated mid-sentence
-        return " ".join(words[: rng.randint(0, max(1, len(words) // 2))])
-    if style == 3:  # noise characters
-        alphabet = "abcdefghijklmnopqrstuvwxyz .,;:!?0123456789<>|"
-        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 120)))
-    if style == 4:  # factors only, no decision
-        fs = [f.text or factor_phrase(f.category, rng) for f in ref.factors] or ["the road is clear"]
-        return ", ".join(fs).capitalize() + "."
-    if style == 5:  # vague non-decision ("be careful")
-        return rng.choice(["Be careful.", "Drive safely and watch the road.", "Stay alert and be cautious.",
-                           "The scene is complex.", "I am not sure what to do here.", "ok", ""])
-    other = rng.choice(pool).trace.split()  # two traces spliced
-    return " ".join(words[: len(words) // 2] + other[len(other) // 2:])
-
-
-# name -> weight; the weights balance the grade distribution (see `grade_histogram` in the training log).
-PERTURBATION_WEIGHTS: dict[str, float] = {
-    "copy": 0.3, "paraphrase": 1.6, "reword_factors": 0.6,
-    "wrong_longitudinal": 1.0, "wrong_lateral": 1.0, "flip_direction": 0.8, "wrong_both": 0.6, "drop_axis": 0.5,
-    "drop_factors": 1.0, "add_factors": 0.8, "irrelevant_factor": 0.6, "replace_factors": 0.6,
-    "partial_factors": 0.8, "no_factors": 0.4,
-    "decision_and_factors": 1.2, "other_scenario": 0.6, "garbage": 0.8,
-}
-PERTURBATIONS = tuple(PERTURBATION_WEIGHTS)
-
-
-def perturb(ref: Reference, rng: random.Random, pool: Sequence[Reference] = (), kind: str | None = None) -> tuple[str, str]:
-    """One candidate trace for ``ref``: ``(text, perturbation kind)``; ``kind`` None draws one by weight.
-
-    Decision/factor perturbations are written by ``compose_trace`` with ``rng`` (a paraphrase every time).
-    ``pool``: other references (for ``other_scenario`` and spliced garbage); defaults to ``[ref]``.
-    """
-    pool = pool or [ref]
-    if kind is None:
-        kind = rng.choices(PERTURBATIONS, weights=[PERTURBATION_WEIGHTS[k] for k in PERTURBATIONS])[0]
-    if kind not in PERTURBATION_WEIGHTS:
-        raise ValueError(f"perturb: unknown kind {kind!r}; known: {', '.join(PERTURBATIONS)}")
-    d, fs = ref.decision, _visible(ref)
-    if kind == "copy":
-        return ref.trace, kind
-    if kind == "garbage":
-        return _garbage(ref, rng, pool), kind
-    if kind == "other_scenario":
-        return rng.choice(pool).trace, kind
-    factors: list[CausalFactor] = list(fs)
-    if kind == "reword_factors":
-        factors = _reword(fs, rng)
-    elif kind == "wrong_longitudinal":
-        d = _other_lon(d, rng)
-    elif kind == "wrong_lateral":
-        d = _other_lat(d, rng)
-    elif kind == "flip_direction":
-        d = _flip_direction(d, rng)
-    elif kind == "wrong_both":
-        d = _other_lat(_other_lon(d, rng, allow_none=False), rng)
-    elif kind == "drop_axis":
-        dropped = _decision(None, d.lateral, d.direction) if rng.random() < 0.5 else _decision(d.longitudinal, None, None)
-        d = dropped or d
-    elif kind == "drop_factors":
-        factors = _drop_factors(ref, rng)
-    elif kind == "add_factors":
-        factors = _add_factors(ref, rng)
-    elif kind == "irrelevant_factor":
-        factors = _add_factors(ref, rng, _IRRELEVANT)
-    elif kind == "replace_factors":
-        factors = _replace_factors(ref, rng)
-    elif kind == "partial_factors":
-        factors = _partial_factors(ref, rng)
-    elif kind == "no_factors":
-        factors = []
-    elif kind == "decision_and_factors":
-        d = rng.choice([_other_lon, _other_lat, _flip_direction, lambda x, r: _random_decision(r)])(d, rng)
-        factors = rng.choice([_drop_factors, _add_factors, _replace_factors, _partial_factors])(ref, rng)
-    try:
-        return compose_trace(d, factors, rng), kind
-    except ValueError:  # a factor text that reads as an ego decision: fall back to stock phrases
-        return compose_trace(d, [_stock(f.category, rng) for f in factors], rng), kind
-
-
-@dataclass(frozen=True)
-class JudgePair:
-    """A (reference, candidate) pair with the rubric's verdict (the judge's target)."""
-
-    scenario_id: str
-    reference: str
-    candidate: str
-    kind: str
-    grade: int
-    status: str  # the rubric's status: ok | unparseable
-
-
-def make_pairs(references: Sequence[Reference], per_reference: int, seed: int,
-               pool: Sequence[Reference] | None = None) -> list[JudgePair]:
-    """``per_reference`` perturbed candidates per reference, labelled by the rubric (pairs whose reference does not
-    parse are dropped: they are data defects). Deterministic for a seed."""
-    from rlpost.rewards.critic import CritiqueRequest
-    from rlpost.rewards.rubric import RubricCritic
-
-    rubric = RubricCritic()
-    pool = list(pool or references)
-    out: list[JudgePair] = []
-    for i, ref in enumerate(references):
-        rng = random.Random(f"{seed}:{i}:{ref.scenario_id}")
-        for _ in range(per_reference):
-            text, kind = perturb(ref, rng, pool)
-            g = rubric.grade_one(CritiqueRequest(ref.scenario_id, text, ref.trace))
-            if g.status == "error":
-                break
-            out.append(JudgePair(ref.scenario_id, ref.trace, text, kind, int(g.grade), g.status))
-    return out
-
-
-def references_from(scenarios) -> list[Reference]:
-    return [r for r in (Reference.from_scenario(s) for s in scenarios) if r is not None]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model files
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class JudgeSpec:
-    """What a server needs to prompt a judge checkpoint (``judge.json``)."""
-
-    prefix: str = RUBRIC_PREFIX
-    template: str = PROMPT_TEMPLATE
-    grade_tokens: tuple[str, ...] = GRADE_TOKENS
-    grade_ids: tuple[int, ...] = ()
-    max_trace_tokens: int = 96
-
-    def prompt(self, reference: str, candidate: str) -> str:
-        return judge_prompt(reference, candidate, self.prefix, self.template)
-
-    def save(self, directory: str | Path) -> None:
-        d = {"prefix": self.prefix, "template": self.template, "grade_tokens": list(self.grade_tokens),
-             "grade_ids": list(self.grade_ids), "max_trace_tokens": self.max_trace_tokens}
-        (Path(directory) / JUDGE_FILE).write_text(json.dumps(d, indent=1))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "JudgeSpec":
-        path = Path(directory) / JUDGE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory}: no {JUDGE_FILE}; not a judge checkpoint written by `rlpost sft --task judge`")
-        d = json.loads(path.read_text())
-        return cls(d["prefix"], d["template"], tuple(d["grade_tokens"]), tuple(d["grade_ids"]), d["max_trace_tokens"])
-
-
-class JudgePromptEncoder:
-    """Token ids of judge prompts exactly as in training (each trace capped at ``max_trace_tokens`` tokens)."""
-
-    def __init__(self, tokenizer, spec: JudgeSpec):
-        self.tok, self.spec = tokenizer, spec
-        pre, rest = spec.template.split("{reference}")
-        mid, tail = rest.split("{candidate}")
-        # Each trace is encoded as " " + text, so the pieces drop the space before it: the concatenation equals
-        # the encoding of the formatted prompt text (tested).
-        self._pre = tokenizer.encode(pre.format(prefix=spec.prefix).rstrip(" "))
-        self._mid = tokenizer.encode(mid.rstrip(" "))
-        self._tail = tokenizer.encode(tail)
-
-    def trace_ids(self, text: Any) -> list[int]:
-        t = clean_text(text)
-        return self.tok.encode(" " + t)[: self.spec.max_trace_tokens] if t else []
-
-    def encode(self, reference: Any, candidate: Any) -> list[int]:
-        return self._pre + self.trace_ids(reference) + self._mid + self.trace_ids(candidate) + self._tail
-
-
-def build_judge_tokenizer(traces: Sequence[str]):
-    """The policy's tokenizer pipeline on the trace corpus + the prompt's words; no scene tokens, 2 dummy bins."""
-    from rlpost.policy.model import wording_corpus
-    from rlpost.policy.tokenizer import PolicyTokenizer
-
-    words = "reference candidate grade Grade " + RUBRIC_PREFIX + " ".join(GRADE_TOKENS)
-    corpus = list(traces) + wording_corpus() + [words, "left right . , : ; ( ) - ' 0 1 2 3 4 5 6 7 8 9 m s"]
-    return PolicyTokenizer.build([], corpus, num_bins=2)
-
-
-def save_judge(directory: str | Path, backbone, tok, spec: JudgeSpec) -> Path:
-    """``save_pretrained`` weights + tokenizer + ``judge.json``: ``vllm.LLM(model=dir)`` loads it directly."""
-    from rlpost.policy.tokenizer import PAD
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    backbone.save_pretrained(str(d), safe_serialization=True)
-    tok.save(d)
-    gen = {"pad_token_id": tok.id(PAD), "bos_token_id": None, "eos_token_id": None, "do_sample": False}
-    (d / "generation_config.json").write_text(json.dumps(gen, indent=1))
-    spec.save(d)
-    return d
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training
+# Training and agreement
 # ---------------------------------------------------------------------------------------------------------------
 
 class JudgeConfig(BaseModel):
@@ -478,79 +126,6 @@ class JudgeResult:
 def _encode_pairs(enc: JudgePromptEncoder, pairs: Sequence[JudgePair]) -> list[tuple[list[int], int]]:
     return [(enc.encode(p.reference, p.candidate), p.grade) for p in pairs]
 
-
-def _collate(items, pad: int, grade_ids):
-    import torch
-
-    width = max(len(ids) for ids, _ in items) + 1
-    b = len(items)
-    input_ids = torch.full((b, width), pad, dtype=torch.long)
-    attn = torch.zeros((b, width), dtype=torch.long)
-    last = torch.zeros(b, dtype=torch.long)
-    target = torch.zeros(b, dtype=torch.long)
-    for i, (ids, g) in enumerate(items):
-        n = len(ids)
-        input_ids[i, :n] = torch.tensor(ids)
-        input_ids[i, n] = grade_ids[g]
-        attn[i, : n + 1] = 1
-        last[i] = n - 1  # the position whose next token is the grade
-        target[i] = g
-    return {"input_ids": input_ids, "attention_mask": attn, "last": last, "target": target}
-
-
-class JudgeLoss:
-    """CE of the grade token at the prompt's last position (+ ``lm_weight`` × next-token CE on the prompt)."""
-
-    @staticmethod
-    def module(backbone, grade_ids: Sequence[int], lm_weight: float):
-        import torch
-        from torch import nn
-
-        class _M(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.backbone = backbone
-                self.register_buffer("grade_ids", torch.tensor(list(grade_ids), dtype=torch.long), persistent=False)
-
-            def forward(self, input_ids, attention_mask, last, target):
-                logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits.float()
-                rows = torch.arange(input_ids.shape[0])
-                at = logits[rows, last]  # (B, V): the distribution of the grade token
-                ce_grade = nn.functional.cross_entropy(at, self.grade_ids[target])
-                loss = ce_grade
-                out = {"ce_grade": ce_grade.detach()}
-                if lm_weight > 0:
-                    lab = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-                    pos = torch.arange(lab.shape[1]).unsqueeze(0)
-                    lab = lab.masked_fill(pos >= last.unsqueeze(1), -100)  # prompt tokens only (grade has its own)
-                    ce_lm = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab.reshape(-1),
-                                                        ignore_index=-100)
-                    loss = loss + lm_weight * ce_lm
-                    out["ce_lm"] = ce_lm.detach()
-                out["loss"] = loss
-                return out
-
-        return _M()
-
-
-def predict_grades(backbone, enc: JudgePromptEncoder, pairs: Sequence[tuple[str, str]], pad: int,
-                   batch_size: int = 64) -> list[int]:
-    """Greedy grade over the 6 grade tokens (what constrained decoding picks) for (reference, candidate) pairs."""
-    import torch
-
-    grade_ids = torch.tensor(list(enc.spec.grade_ids))
-    out: list[int] = []
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        for s in range(0, len(pairs), batch_size):
-            items = [(enc.encode(r, c), 0) for r, c in pairs[s:s + batch_size]]
-            batch = _collate(items, pad, enc.spec.grade_ids)
-            logits = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            at = logits[torch.arange(len(items)), batch["last"]][:, grade_ids]
-            out += at.argmax(-1).tolist()
-    backbone.train(was_training)
-    return out
 
 
 def agreement(predicted: Sequence[int | None], pairs: Sequence[JudgePair]) -> dict[str, Any]:
@@ -648,6 +223,9 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
         import deepspeed
 
         _single_process_env()
+        from rlpost.runtime import skip_deepspeed_shm_op
+
+        skip_deepspeed_shm_op()
         deepspeed.init_distributed(dist_backend="gloo")
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                config=ds_config(sft_like, int(os.environ.get("WORLD_SIZE", "1"))))

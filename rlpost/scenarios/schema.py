@@ -176,7 +176,16 @@ def read_scenarios(path, split: str | None = None) -> list[Scenario]:
 
     if split not in (None, "train", "val"):
         raise ValueError(f"split: expected 'train', 'val' or None, got {split!r}")
-    table = pq.read_table(_resolve_file(path))
+    file = _resolve_file(path)
+    try:
+        table = pq.read_table(file)
+        missing = sorted(set(arrow_schema().names) - set(table.column_names))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError; truncated files an OSError
+        raise ValueError(f"scenarios {file}: not a readable Parquet scenario file ({exc}); rebuild it with "
+                         f"`rlpost data build`") from None
+    if missing:
+        raise ValueError(f"scenarios {file}: columns {missing} are missing; the file was written by another "
+                         f"schema version, rebuild it with `rlpost data build`")
     if split is not None:
         import pyarrow.compute as pc
 

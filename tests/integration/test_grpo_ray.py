@@ -45,28 +45,55 @@ def scenarios():
     return make_scenarios(16, "train"), make_scenarios(4, "val", seed=1)
 
 
-def test_grpo_updates_engine_weights_within_staleness_and_resumes_exactly(
-        tmp_path, tiny_checkpoint, redis_url, ray_session):
+def test_grpo_with_overlap_and_online_curation(tmp_path, tiny_checkpoint, redis_url, ray_session):
+    """2 learner ranks (ZeRO-2), staleness 1 (generation of step k+1 overlaps the update of step k), an online
+    Curator re-selecting every 2 steps: engine weights follow the learner (version + probe), samples stay within
+    the staleness bound, every rollout is logged once with its policy version and curation round."""
+    import redis
+
+    from rlpost.curation.schedule import CurationConfig
     from rlpost.train import train
 
     pool, held = scenarios()
-    full = tmp_path / "full"
-    train(run_config(full, redis_url, steps=4, staleness=1), tiny_checkpoint, pool, held, log=print)
-    rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
-    steps = {r["step"]: r for r in rows}
+    out = tmp_path / "full"
+    cfg = run_config(out, redis_url, steps=4, staleness=1)
+    cfg.curation = CurationConfig(schedule="online", every=2, pool_size=12, size=6, group_size=2, max_block_s=120)
+    summary = train(cfg, tiny_checkpoint, pool, held, log=print)
+    assert set(summary) >= {"before", "after"}
+    steps = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
     assert set(steps) == {-1, 0, 1, 2, 3, 4}
     for s in range(4):
         assert steps[s]["version"] == s + 1  # every engine acknowledged the learner's version
         assert steps[s]["sync_probe_gap"] < 1e-3  # ... and computes the learner's log-probs on it
         assert steps[s]["staleness/max"] <= 1
     assert steps[1]["staleness/max"] == 1  # staleness 1 really overlapped: step 1 was sampled by v0
-    table = pq.read_table(full / "rollouts")
+    table = pq.read_table(out / "rollouts")
     assert table.num_rows == 4 * 4 * 4
     assert len(set(table.column("record_id").to_pylist())) == table.num_rows  # nothing logged twice
-    for column in ("policy_version", "advantage", "reward_total", "reward.coc_consistency.status"):
+    for column in ("policy_version", "advantage", "reward_total", "reward.coc_consistency.status", "curation_round"):
         assert column in table.column_names
 
-    # Kill-and-resume equivalent: a run that stops after its step-2 checkpoint, then resumes to step 4.
+    rounds = pq.read_table(out / "curation").to_pylist()
+    assert sorted({r["round"] for r in rounds}) == [0, 2, 4]  # round 0 at the start, then every 2 steps
+    assert {r["policy_version"] for r in rounds if r["round"] == 2} == {2}  # scored with the current policy
+    for round_id in (0, 2):
+        assert sum(r["selected"] for r in rounds if r["round"] == round_id) == 6
+    live = {m.decode() for m in redis.Redis.from_url(redis_url).zrange(f"rlpost:{cfg.name}:selection", 0, -1)}
+    assert live == {r["scenario_id"] for r in rounds if r["round"] == 4 and r["selected"]}
+    used: dict = {}
+    for row in table.to_pylist():
+        used.setdefault(row["curation_round"], set()).add(row["scenario_id"])
+    assert set(used) <= {0, 2}
+    for round_id, ids in used.items():  # every sample came from the selection of the round it names
+        assert ids <= {r["scenario_id"] for r in rounds if r["round"] == round_id and r["selected"]}
+    assert 0 < steps[3]["curation/token_share"] < 1
+
+
+def test_resume_after_a_stop_gives_the_same_metrics(tmp_path, tiny_checkpoint, redis_url, ray_session):
+    """A run that stops after its step-2 checkpoint and resumes to step 4 matches the uninterrupted run."""
+    from rlpost.train import train
+
+    pool, held = scenarios()
     part = tmp_path / "part"
     train(run_config(part, redis_url, steps=2, staleness=0), tiny_checkpoint, pool, held, log=print)
     train(run_config(part, redis_url, steps=4, staleness=0), tiny_checkpoint, pool, held, log=print)
@@ -86,36 +113,3 @@ def test_bad_config_is_refused_before_any_actor_starts():
 
     with pytest.raises(ConfigError, match="learner.num_ranks"):
         load_config(RunConfig, None, ["learner.num_ranks=3", "trainer.scenarios_per_step=4", "rollout.group_size=4"])
-
-
-def test_online_curator_updates_redis_selection_and_records_carry_round_ids(
-        tmp_path, tiny_checkpoint, redis_url, ray_session):
-    import redis
-
-    from rlpost.curation.schedule import CurationConfig
-    from rlpost.train import train
-
-    pool, held = scenarios()
-    out = tmp_path / "curated"
-    cfg = run_config(out, redis_url, steps=4, staleness=0)
-    cfg.curation = CurationConfig(schedule="online", every=2, pool_size=12, size=6, group_size=2, max_block_s=120)
-    summary = train(cfg, tiny_checkpoint, pool, held, log=print)
-    assert "after" in summary
-    rounds = pq.read_table(out / "curation").to_pylist()
-    assert sorted({r["round"] for r in rounds}) == [0, 2, 4]  # round 0 at start, then every 2 steps
-    assert {r["policy_version"] for r in rounds if r["round"] == 2} == {2}  # scored with the current policy
-    for round_id in (0, 2):
-        assert sum(r["selected"] for r in rounds if r["round"] == round_id) == 6
-    client = redis.Redis.from_url(redis_url)
-    live = {m.decode() for m in client.zrange(f"rlpost:{cfg.name}:selection", 0, -1)}
-    assert live == {r["scenario_id"] for r in rounds if r["round"] == 4 and r["selected"]}
-    table = pq.read_table(out / "rollouts").to_pylist()
-    by_round = {}
-    for row in table:
-        by_round.setdefault(row["curation_round"], set()).add(row["scenario_id"])
-    assert set(by_round) <= {0, 2}
-    for round_id, used in by_round.items():
-        assert used <= {r["scenario_id"] for r in rounds if r["round"] == round_id and r["selected"]}
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert max(r.get("curation/rounds", 0) for r in rows) >= 2
-    assert 0 < rows[-2]["curation/token_share"] < 1

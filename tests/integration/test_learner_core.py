@@ -42,3 +42,16 @@ def test_update_changes_weights_and_reports_zero_sampler_gap(tiny_checkpoint, si
     assert any("lm_head" in n for n in changed) and any("layers.0" in n for n in changed)  # head and backbone
     probe = learner.probe_logprobs(batch.input_ids[0, :10].tolist())
     assert len(probe) == 9 and all(p <= 0 for p in probe)
+
+
+def test_corrupted_learner_checkpoint_is_a_clear_error(tiny_checkpoint, single_rank_env, tmp_path):
+    from rlpost.learner import GRPOLearner
+    from rlpost.run_config import LearnerConfig
+
+    learner = GRPOLearner(tiny_checkpoint, LearnerConfig(micro_batch=4), per_rank_batch=4, group_size=4)
+    learner.save(tmp_path, {"next_step": 1})
+    assert learner.load(tmp_path)["next_step"] == 1
+    for f in (tmp_path / (tmp_path / "latest").read_text().strip()).glob("*.pt"):
+        f.write_bytes(f.read_bytes()[:100])  # truncated on disk
+    with pytest.raises(ValueError, match="learner checkpoint .* unreadable"):
+        learner.load(tmp_path)

@@ -37,8 +37,46 @@ def test_shipped_configs_validate(path):
         (["curation.schedule=sometimes"], "curation.schedule"),
         (["learner.lr=0"], "learner.lr"),
         (["trainer.steps=ten"], "trainer.steps"),
+        (["redis_url=http://localhost:6379"], "redis_url"),
+        (["redis_url=6379"], "redis_url"),
+        (["rollout.temperature=0"], "rollout.temperature"),
+        (["rollout.top_p=1.5"], "rollout.top_p"),
+        (["learner.zero_stage=4"], "learner.zero_stage"),
+        (["sync.bucket_mb=0"], "sync.bucket_mb"),
+        (["curation.size=0"], "curation.size"),
+        (["trainer.scenarios_per_step=0"], "trainer.scenarios_per_step"),
+        (["learner.loss.agg=sum"], "learner.loss.agg"),
+        (["learner.loss.name=ar1_softmax", "learner.num_ranks=2", "learner.num_cpus=0.5",
+          "trainer.scenarios_per_step=1"], "learner.num_ranks"),
+        (["model.size=huge"], "model.size"),
+        (["sft.grad_accum=3"], "sft.grad_accum"),
+        (["unknown_section.x=1"], "unknown_section"),
     ],
 )
 def test_bad_run_configs_are_refused_naming_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(RunConfig, None, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["init_checkpoint=/nonexistent/ckpt"], "init_checkpoint"),
+        (["rewards.components=[{name: no_such_reward}]"], "no_such_reward"),
+        (["rewards.components=[{fn: 'nopkg.mod:fn'}]"], "nopkg"),
+        (["data.path=/nonexistent/scenarios"], "data.path"),
+    ],
+)
+def test_preflight_refuses_what_cannot_run(overrides, fragment):
+    cfg = load_config(RunConfig, None, overrides)
+    with pytest.raises(ConfigError, match=fragment):
+        cfg.preflight(need_data=True)
+
+
+def test_corrupted_scenarios_file_is_a_clear_error(tmp_path):
+    from rlpost.scenarios.schema import read_scenarios
+
+    bad = tmp_path / "scenarios.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(ValueError, match="not a readable Parquet scenario file"):
+        read_scenarios(bad)

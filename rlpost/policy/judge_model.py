@@ -1,0 +1,176 @@
+"""The judge model's files and prompt: the prompt format, ``judge.json`` (:class:`JudgeSpec`), the prompt
+encoder shared by training and serving, the tokenizer, the checkpoint writer, and the grade loss / greedy grade
+prediction on token batches. Training and agreement are ``rlpost.policy.judge``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+JUDGE_FILE = "judge.json"
+GRADE_TOKENS = tuple(str(g) for g in range(6))
+# A compact statement of the SPEC §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
+# prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.rewards.judge).
+RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
+PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"
+
+
+def clean_text(text: Any) -> str:
+    """A trace as it enters a prompt: a str with whitespace collapsed (non-str -> "")."""
+    return " ".join(text.split()) if isinstance(text, str) else ""
+
+
+def judge_prompt(reference: str, candidate: str, prefix: str = RUBRIC_PREFIX,
+                 template: str = PROMPT_TEMPLATE) -> str:
+    """The judge's prompt text for one pair (the completion is one grade token); whitespace collapsed."""
+    return " ".join(template.format(prefix=prefix, reference=clean_text(reference), candidate=clean_text(candidate)).split())
+
+
+@dataclass
+class JudgeSpec:
+    """What a server needs to prompt a judge checkpoint (``judge.json``)."""
+
+    prefix: str = RUBRIC_PREFIX
+    template: str = PROMPT_TEMPLATE
+    grade_tokens: tuple[str, ...] = GRADE_TOKENS
+    grade_ids: tuple[int, ...] = ()
+    max_trace_tokens: int = 96
+
+    def prompt(self, reference: str, candidate: str) -> str:
+        return judge_prompt(reference, candidate, self.prefix, self.template)
+
+    def save(self, directory: str | Path) -> None:
+        d = {"prefix": self.prefix, "template": self.template, "grade_tokens": list(self.grade_tokens),
+             "grade_ids": list(self.grade_ids), "max_trace_tokens": self.max_trace_tokens}
+        (Path(directory) / JUDGE_FILE).write_text(json.dumps(d, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "JudgeSpec":
+        path = Path(directory) / JUDGE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: no {JUDGE_FILE}; not a judge checkpoint written by `rlpost sft --task judge`")
+        d = json.loads(path.read_text())
+        return cls(d["prefix"], d["template"], tuple(d["grade_tokens"]), tuple(d["grade_ids"]), d["max_trace_tokens"])
+
+
+class JudgePromptEncoder:
+    """Token ids of judge prompts exactly as in training (each trace capped at ``max_trace_tokens`` tokens)."""
+
+    def __init__(self, tokenizer, spec: JudgeSpec):
+        self.tok, self.spec = tokenizer, spec
+        pre, rest = spec.template.split("{reference}")
+        mid, tail = rest.split("{candidate}")
+        # Each trace is encoded as " " + text, so the pieces drop the space before it: the concatenation equals
+        # the encoding of the formatted prompt text (tested).
+        self._pre = tokenizer.encode(pre.format(prefix=spec.prefix).rstrip(" "))
+        self._mid = tokenizer.encode(mid.rstrip(" "))
+        self._tail = tokenizer.encode(tail)
+
+    def trace_ids(self, text: Any) -> list[int]:
+        t = clean_text(text)
+        return self.tok.encode(" " + t)[: self.spec.max_trace_tokens] if t else []
+
+    def encode(self, reference: Any, candidate: Any) -> list[int]:
+        return self._pre + self.trace_ids(reference) + self._mid + self.trace_ids(candidate) + self._tail
+
+
+def build_judge_tokenizer(traces: Sequence[str]):
+    """The policy's tokenizer pipeline on the trace corpus + the prompt's words; no scene tokens, 2 dummy bins."""
+    from rlpost.policy.model import wording_corpus
+    from rlpost.policy.tokenizer import PolicyTokenizer
+
+    words = "reference candidate grade Grade " + RUBRIC_PREFIX + " ".join(GRADE_TOKENS)
+    corpus = list(traces) + wording_corpus() + [words, "left right . , : ; ( ) - ' 0 1 2 3 4 5 6 7 8 9 m s"]
+    return PolicyTokenizer.build([], corpus, num_bins=2)
+
+
+def save_judge(directory: str | Path, backbone, tok, spec: JudgeSpec) -> Path:
+    """``save_pretrained`` weights + tokenizer + ``judge.json``: ``vllm.LLM(model=dir)`` loads it directly."""
+    from rlpost.policy.tokenizer import PAD
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(str(d), safe_serialization=True)
+    tok.save(d)
+    gen = {"pad_token_id": tok.id(PAD), "bos_token_id": None, "eos_token_id": None, "do_sample": False}
+    (d / "generation_config.json").write_text(json.dumps(gen, indent=1))
+    spec.save(d)
+    return d
+
+
+def _collate(items, pad: int, grade_ids):
+    import torch
+
+    width = max(len(ids) for ids, _ in items) + 1
+    b = len(items)
+    input_ids = torch.full((b, width), pad, dtype=torch.long)
+    attn = torch.zeros((b, width), dtype=torch.long)
+    last = torch.zeros(b, dtype=torch.long)
+    target = torch.zeros(b, dtype=torch.long)
+    for i, (ids, g) in enumerate(items):
+        n = len(ids)
+        input_ids[i, :n] = torch.tensor(ids)
+        input_ids[i, n] = grade_ids[g]
+        attn[i, : n + 1] = 1
+        last[i] = n - 1  # the position whose next token is the grade
+        target[i] = g
+    return {"input_ids": input_ids, "attention_mask": attn, "last": last, "target": target}
+
+
+class JudgeLoss:
+    """CE of the grade token at the prompt's last position (+ ``lm_weight`` × next-token CE on the prompt)."""
+
+    @staticmethod
+    def module(backbone, grade_ids: Sequence[int], lm_weight: float):
+        import torch
+        from torch import nn
+
+        class _M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = backbone
+                self.register_buffer("grade_ids", torch.tensor(list(grade_ids), dtype=torch.long), persistent=False)
+
+            def forward(self, input_ids, attention_mask, last, target):
+                logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+                rows = torch.arange(input_ids.shape[0])
+                at = logits[rows, last]  # (B, V): the distribution of the grade token
+                ce_grade = nn.functional.cross_entropy(at, self.grade_ids[target])
+                loss = ce_grade
+                out = {"ce_grade": ce_grade.detach()}
+                if lm_weight > 0:
+                    lab = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+                    pos = torch.arange(lab.shape[1]).unsqueeze(0)
+                    lab = lab.masked_fill(pos >= last.unsqueeze(1), -100)  # prompt tokens only (grade has its own)
+                    ce_lm = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab.reshape(-1),
+                                                        ignore_index=-100)
+                    loss = loss + lm_weight * ce_lm
+                    out["ce_lm"] = ce_lm.detach()
+                out["loss"] = loss
+                return out
+
+        return _M()
+
+
+def predict_grades(backbone, enc: JudgePromptEncoder, pairs: Sequence[tuple[str, str]], pad: int,
+                   batch_size: int = 64) -> list[int]:
+    """Greedy grade over the 6 grade tokens (what constrained decoding picks) for (reference, candidate) pairs."""
+    import torch
+
+    grade_ids = torch.tensor(list(enc.spec.grade_ids))
+    out: list[int] = []
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        for s in range(0, len(pairs), batch_size):
+            items = [(enc.encode(r, c), 0) for r, c in pairs[s:s + batch_size]]
+            batch = _collate(items, pad, enc.spec.grade_ids)
+            logits = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            at = logits[torch.arange(len(items)), batch["last"]][:, grade_ids]
+            out += at.argmax(-1).tolist()
+    backbone.train(was_training)
+    return out
