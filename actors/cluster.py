@@ -51,8 +51,10 @@ class Cluster:
         self.cfg = cfg
         if not ray.is_initialized():
             os.environ.update({k: v for k, v in LOOPBACK_ENV.items() if k not in os.environ})
-            ray.init(address=cfg.ray_address, num_cpus=cfg.ray_num_cpus if cfg.ray_address is None else None,
-                     include_dashboard=False, log_to_driver=True, runtime_env=actor_env())
+            local = cfg.ray_address is None
+            ray.init(address=cfg.ray_address, num_cpus=cfg.ray_num_cpus if local else None,
+                     include_dashboard=False, log_to_driver=True, runtime_env=actor_env(),
+                     **({"_node_ip_address": "127.0.0.1"} if local else {}))  # a local Ray binds loopback only
             self._owns_ray = True
         else:
             self._owns_ray = False

@@ -60,12 +60,26 @@ def arm_command(arm: str, workload: Path, out: Path, args) -> list[str]:
     return cmd
 
 
-def wait_for_quiet(max_load: float, timeout_s: float) -> float:
-    """Poll until the 1-minute load average is below ``max_load`` (or the timeout passes); returns it."""
+def cpu_busy(window_s: float = 5.0) -> float:
+    """Fraction of all cores busy over the next ``window_s`` seconds (/proc/stat): the other users' load, since
+    no arm runs while it is measured (unlike the load average, it carries no memory of the previous arm)."""
+    def sample():
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    t0, i0 = sample()
+    time.sleep(window_s)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_for_quiet(max_busy: float, timeout_s: float) -> float:
+    """Wait until other processes use less than ``max_busy`` of the machine (or the timeout passes)."""
     t0 = time.time()
-    while os.getloadavg()[0] >= max_load and time.time() - t0 < timeout_s:
-        time.sleep(15)
-    return os.getloadavg()[0]
+    busy = cpu_busy()
+    while busy >= max_busy and time.time() - t0 < timeout_s:
+        busy = cpu_busy(15.0)
+    return busy
 
 
 def machine() -> dict:
@@ -221,8 +235,9 @@ def markdown(report: dict) -> str:
     if fails:
         lines += ["Failed arms: " + ", ".join(f"{r['arm']} (round {r['round']}: {r.get('error', '')[:120]})"
                                               for r in fails), ""]
-    lines.append("Load average (1 min) before each arm: "
-                 + ", ".join(f"{r['arm']}#{r['round']}={r['load_before']:.2f}" for r in report["results"]))
+    lines.append("Other processes' CPU use just before each arm (fraction of the 2 cores): "
+                 + ", ".join(f"{r['arm']}#{r['round']}={r.get('busy_before', float('nan')):.2f}"
+                             for r in report["results"]))
     return "\n".join(lines) + "\n"
 
 
@@ -300,8 +315,8 @@ def main() -> None:
     ap.add_argument("--trl-threads", type=int, default=2)
     ap.add_argument("--trl-is-correction", action="store_true")
     ap.add_argument("--no-probe", action="store_true", help="rlpost without its per-sync log-prob probe")
-    ap.add_argument("--max-load", type=float, default=None, help="before each arm wait (≤10 min) until the 1-minute "
-                    "load average is below this")
+    ap.add_argument("--max-busy", type=float, default=0.3, help="before each arm wait (at most 10 min) until the "
+                    "other processes keep less than this fraction of the cores busy (0.3 of 2 cores; 1 = never wait)")
     ap.add_argument("--arm-timeout", type=float, default=600)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--tag", default="grpo_vs_trl", help="file stem of the results")
@@ -324,12 +339,13 @@ def main() -> None:
     once = [a for a in args.once.split(",") if a]
     for rnd in range(args.rounds):
         for arm in arms + (once if rnd == 0 else []):
-            load = wait_for_quiet(args.max_load, 600) if args.max_load else os.getloadavg()[0]
+            busy = wait_for_quiet(args.max_busy, 600) if args.max_busy < 1 else cpu_busy(2.0)
+            load = os.getloadavg()[0]
             res_file, log_file = work / f"{arm}_r{rnd}.json", work / f"{arm}_r{rnd}.log"
             res_file.unlink(missing_ok=True)
             t0 = time.time()
             rc = run_arm(arm_command(arm, wl, res_file, args), env, log_file, args.arm_timeout)
-            entry = {"arm": arm, "round": rnd, "load_before": load, "wall_s": time.time() - t0,
+            entry = {"arm": arm, "round": rnd, "load_before": load, "busy_before": busy, "wall_s": time.time() - t0,
                      "workload": {**json.loads(wl.read_text()), "batch": w.batch}}
             if rc == 0 and res_file.exists():
                 entry.update(json.loads(res_file.read_text()), ok=True)
@@ -340,7 +356,7 @@ def main() -> None:
             write_report(out, args, started, wl, w, source, arms + once, results)
             print(f"[{time.strftime('%H:%M:%S')}] {arm} round {rnd}: "
                   + (f"{entry['step_s_median']:.2f} s/step, {entry['completions_per_s']:.1f} compl/s, "
-                     f"{entry['tokens_per_s']:.0f} tok/s (load {load:.2f}, wall {entry['wall_s']:.0f} s)"
+                     f"{entry['tokens_per_s']:.0f} tok/s (others' CPU {busy:.0%}, wall {entry['wall_s']:.0f} s)"
                      if entry["ok"] else f"FAILED {entry['error']}"), flush=True)
 
     report = write_report(out, args, started, wl, w, source, arms + once, results)

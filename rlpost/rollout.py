@@ -84,7 +84,12 @@ class RolloutEngine:
         self.policy = Policy(None, PolicyTokenizer.load(d), PhaseRules.load(d), None,
                              ModelConfig.model_validate_json((d / MODEL_CONFIG_FILE).read_text()))
         self.cfg = cfg
-        self.llm = make_llm(d, seed=seed, kv_cache_gib=cfg.kv_cache_gib, in_process=cfg.in_process)
+        # Whole-prompt prefills only: when vLLM splits a prompt over steps it discards the partial step's sample and
+        # rewinds that request's seeded generator, which CPU generators cannot do ("CPU Generator does not use
+        # offset"). Seeded requests are what makes a resumed run regenerate the same samples, so keep them and
+        # schedule prompts whole instead.
+        self.llm = make_llm(d, seed=seed, kv_cache_gib=cfg.kv_cache_gib, in_process=cfg.in_process,
+                            enable_chunked_prefill=False, max_num_batched_tokens=cfg.max_batched_tokens)
         self.version = 0
 
     def generate(self, scenarios, group_size: int, *, run: str, step: int, seed: int, curation_round: int = 0,
