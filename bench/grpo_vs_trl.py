@@ -312,6 +312,7 @@ def main() -> None:
                     f"(default {DEFAULT_ARMS}; also trl_hf_t1, trl_vllm_t1)")
     ap.add_argument("--once", default="", help="arms run only in the first round, after the others (e.g. the "
                     "thread-count check trl_hf_t1,trl_vllm_t1)")
+    ap.add_argument("--retries", type=int, default=1, help="re-runs of an arm that other processes overlapped")
     ap.add_argument("--trl-threads", type=int, default=2)
     ap.add_argument("--trl-is-correction", action="store_true")
     ap.add_argument("--no-probe", action="store_true", help="rlpost without its per-sync log-prob probe")
@@ -337,21 +338,31 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     results = []
     once = [a for a in args.once.split(",") if a]
+    discarded: list[dict] = []
     for rnd in range(args.rounds):
         for arm in arms + (once if rnd == 0 else []):
-            busy = wait_for_quiet(args.max_busy, 600) if args.max_busy < 1 else cpu_busy(2.0)
-            load = os.getloadavg()[0]
-            res_file, log_file = work / f"{arm}_r{rnd}.json", work / f"{arm}_r{rnd}.log"
-            res_file.unlink(missing_ok=True)
-            t0 = time.time()
-            rc = run_arm(arm_command(arm, wl, res_file, args), env, log_file, args.arm_timeout)
-            entry = {"arm": arm, "round": rnd, "load_before": load, "busy_before": busy, "wall_s": time.time() - t0,
-                     "workload": {**json.loads(wl.read_text()), "batch": w.batch}}
-            if rc == 0 and res_file.exists():
-                entry.update(json.loads(res_file.read_text()), ok=True)
-            else:
-                tail = log_file.read_text()[-2000:] if log_file.exists() else ""
-                entry.update(ok=False, error=f"rc={rc}: {tail.strip().splitlines()[-1] if tail.strip() else ''}")
+            for attempt in range(1 + args.retries):
+                busy = wait_for_quiet(args.max_busy, 600) if args.max_busy < 1 else cpu_busy(2.0)
+                load = os.getloadavg()[0]
+                res_file, log_file = work / f"{arm}_r{rnd}.json", work / f"{arm}_r{rnd}.log"
+                res_file.unlink(missing_ok=True)
+                t0 = time.time()
+                rc = run_arm(arm_command(arm, wl, res_file, args), env, log_file, args.arm_timeout)
+                # Someone else's job still running right after the arm means it overlapped the arm: run it again.
+                busy_after = cpu_busy() if args.max_busy < 1 else None
+                entry = {"arm": arm, "round": rnd, "attempt": attempt, "load_before": load, "busy_before": busy,
+                         "busy_after": busy_after, "wall_s": time.time() - t0,
+                         "workload": {**json.loads(wl.read_text()), "batch": w.batch}}
+                if rc == 0 and res_file.exists():
+                    entry.update(json.loads(res_file.read_text()), ok=True)
+                else:
+                    tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+                    entry.update(ok=False, error=f"rc={rc}: {tail.strip().splitlines()[-1] if tail.strip() else ''}")
+                if busy_after is None or busy_after < args.max_busy or attempt == args.retries:
+                    break
+                print(f"[{time.strftime('%H:%M:%S')}] {arm} round {rnd}: other processes busy ({busy_after:.0%}) "
+                      f"when it ended; running it again", flush=True)
+                discarded.append(entry)
             results.append(entry)
             write_report(out, args, started, wl, w, source, arms + once, results)
             print(f"[{time.strftime('%H:%M:%S')}] {arm} round {rnd}: "

@@ -50,3 +50,18 @@ def skip_deepspeed_shm_op() -> None:
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
     if builder is not None:
         deepspeed.ops.__compatible_ops__[builder.NAME] = False
+
+
+def forget_stale_deepspeed_groups() -> None:
+    """Drop DeepSpeed's cached clone of the world group when that group no longer exists.
+
+    DeepSpeed keeps the clone in a module global; when torch.distributed is torn down and re-initialised in the
+    same process (an in-process vLLM engine does both), the next engine fails with "Group ... is not registered".
+    Learner ranks own their process in a run, so this only matters where engines share one (tests, notebooks).
+    """
+    import torch.distributed as dist
+    from deepspeed.utils import groups
+
+    cached = getattr(groups, "_WORLD_GROUP", None)
+    if cached is not None and (not dist.is_initialized() or cached not in dist.distributed_c10d._world.pg_map):
+        groups._WORLD_GROUP = None
