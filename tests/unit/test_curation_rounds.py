@@ -30,7 +30,8 @@ def test_candidate_pool_is_seeded_and_sized():
     cfg = CurationConfig(pool_size=10)
     a, b = candidate_pool(ids, 3, cfg, seed=1), candidate_pool(ids, 3, cfg, seed=1)
     assert a == b and len(a) == 10 and set(a) <= set(ids)
-    assert candidate_pool(ids, 4, cfg, seed=1) != a
+    assert candidate_pool(ids, 4, cfg, seed=1) == a  # the same pool every round: rounds rank the same scenarios
+    assert candidate_pool(ids, 3, cfg, seed=2) != a
     assert candidate_pool(ids, 0, CurationConfig(pool_size=None), seed=1) == ids
 
 
