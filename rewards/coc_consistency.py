@@ -24,7 +24,7 @@ from rlpost.coc import TraceParse, parse_trace
 from rlpost.rewards.kernels import rollout_batch
 from rlpost.rewards.meta_batch import future_labels_batch
 from rlpost.rewards.registry import register_reward
-from rlpost.rewards.types import Completion, RewardResult
+from rlpost.rewards.types import Completion, RewardResult, usable_controls
 from rlpost.trajectory import DT
 
 
@@ -32,21 +32,6 @@ from rlpost.trajectory import DT
 def _parse(text: str) -> TraceParse:
     """``parse_trace`` memoised by text (it is a pure function of the text)."""
     return parse_trace(text)
-
-
-def _usable_controls(c: Any, steps: int) -> tuple[np.ndarray | None, str]:
-    raw = getattr(c, "controls", None)
-    if raw is None:
-        return None, f"no trajectory (decode_status={getattr(c, 'decode_status', None)!r})"
-    try:
-        u = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        return None, f"controls are not numeric: {exc}"
-    if u.shape != (steps, 2):
-        return None, f"controls have shape {u.shape}, expected ({steps}, 2)"
-    if not np.isfinite(u).all():
-        return None, "controls contain NaN or inf"
-    return u, ""
 
 
 def _history(scenario: Any) -> np.ndarray:
@@ -105,7 +90,7 @@ def coc_consistency(
         if type(u) is np.ndarray and u.shape == shape and u.dtype.kind in "fiu":
             why = ""  # NaN/inf are found for the whole batch at once below
         else:
-            u, why = _usable_controls(c, steps)
+            u, why = usable_controls(c, steps)
         if not parsed.ok or u is None:
             reasons = ([f"trace: {parsed.reason}"] if not parsed.ok else []) + ([why] if u is None else [])
             results[i] = RewardResult.unparseable(unparseable_value, "; ".join(reasons))

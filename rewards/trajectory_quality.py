@@ -29,7 +29,7 @@ import numpy as np
 from rlpost.metrics import EGO_LENGTH, EGO_WIDTH
 from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
 from rlpost.rewards.registry import register_reward
-from rlpost.rewards.types import Completion, RewardResult
+from rlpost.rewards.types import Completion, RewardResult, usable_controls
 from rlpost.trajectory import DT
 
 
@@ -68,22 +68,6 @@ def _prepare(scenario: Any, jerk_history_ticks: int) -> dict[str, Any]:
         raise ScenarioDataError(f"scenario {sid!r}: non-finite values in history or expert future")
     return {"v0": float(history[-1, 3]), "expert": future[:, :2], "prefix": prefix, "agents": agents[:, h: h + t],
             "size": size, "valid": valid[:, h: h + t], "steps": t}
-
-
-def _controls(c: Any, steps: int) -> tuple[np.ndarray | None, str | None]:
-    """The completion's controls as a finite float (steps, 2) array, or None and the reason it is unusable."""
-    raw = getattr(c, "controls", None)
-    if raw is None:
-        return None, f"no trajectory (decode_status={getattr(c, 'decode_status', None)!r})"
-    try:
-        u = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        return None, f"controls are not numeric: {exc}"
-    if u.shape != (steps, 2):
-        return None, f"controls have shape {u.shape}, expected ({steps}, 2)"
-    if not np.isfinite(u).all():
-        return None, "controls contain NaN or inf"
-    return u, None
 
 
 @register_reward("trajectory_quality", version="1")
@@ -138,7 +122,7 @@ def trajectory_quality(
                 continue
         u = c.controls
         if type(u) is not np.ndarray or u.shape != shape or u.dtype.kind not in "fiu":  # else the slow checks
-            u, reason = _controls(c, shape[0])  # type: ignore[index]
+            u, reason = usable_controls(c, shape[0])  # type: ignore[index]
             if u is None:
                 results[i] = RewardResult.unparseable(unparseable_value, reason)
                 continue

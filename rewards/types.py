@@ -155,3 +155,19 @@ def normalise_results(name: str, out: Any, n: int, fallback: float) -> list[Rewa
             else:
                 results.append(RewardResult(value))
     return results
+
+
+def usable_controls(completion: Any, steps: int) -> tuple[np.ndarray | None, str]:
+    """A completion's controls as a finite float64 ``(steps, 2)`` array, or (None, the reason it is unusable)."""
+    raw = getattr(completion, "controls", None)
+    if raw is None:
+        return None, f"no trajectory (decode_status={getattr(completion, 'decode_status', None)!r})"
+    try:
+        u = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        return None, f"controls are not numeric: {exc}"
+    if u.shape != (steps, 2):
+        return None, f"controls have shape {u.shape}, expected ({steps}, 2)"
+    if not np.isfinite(u).all():
+        return None, "controls contain NaN or inf"
+    return u, ""
