@@ -44,8 +44,13 @@ def apply_override(tree: dict, override: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = ()) -> Model:
-    """Read ``path`` (YAML; None = the model's defaults), apply ``overrides``, validate into ``model``."""
+def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = (),
+                sections: tuple[str, ...] | None = None) -> Model:
+    """Read ``path`` (YAML; None = the model's defaults), apply ``overrides``, validate into ``model``.
+
+    sections: the top-level keys this model reads (None: all); other sections of a shared run config are ignored,
+    so `rlpost sft configs/tiny.yaml` can read only ``model``/``sft``/``eval`` of the root run config.
+    """
     tree: dict = {}
     if path is not None:
         path = Path(path)
@@ -57,6 +62,8 @@ def load_config(model: type[Model], path: str | Path | None = None, overrides: l
         tree = loaded or {}
     for override in overrides:
         apply_override(tree, override)
+    if sections is not None:
+        tree = {k: tree[k] for k in sections if k in tree}
     try:
         return model.model_validate(tree)
     except ValidationError as exc:

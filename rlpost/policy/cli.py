@@ -17,24 +17,9 @@ SECTIONS = ("model", "sft", "eval")
 
 def load_policy_config(path: str | None, overrides: list[str] = ()) -> PolicyRunConfig:
     """The policy sections of a YAML run config (+ dotted overrides), validated."""
-    import yaml
-    from pydantic import ValidationError
+    from rlpost.config import load_config
 
-    from rlpost.config import ConfigError, apply_override
-
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path!r} does not exist")
-        tree = yaml.safe_load(p.read_text()) or {}
-    for o in overrides:
-        apply_override(tree, o)
-    try:
-        return PolicyRunConfig.model_validate({k: tree[k] for k in SECTIONS if k in tree})
-    except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid policy config {path or ''}:\n  " + "\n  ".join(lines)) from None
+    return load_config(PolicyRunConfig, path, overrides, sections=SECTIONS)
 
 
 def _sft(args: argparse.Namespace) -> int:

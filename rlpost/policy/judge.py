@@ -383,25 +383,18 @@ def held_out_pairs(cfg: JudgeConfig) -> list[JudgePair]:
     return make_pairs(refs, cfg.val_pairs_per_reference, cfg.seed + 10_000, refs)
 
 
+class _JudgeFile(BaseModel):
+    """The part of a YAML file `rlpost sft --task judge` reads (errors then name ``judge.<field>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+
 def load_judge_config(path: str | None, overrides: Sequence[str] = ()) -> JudgeConfig:
     """The ``judge:`` section of a YAML file (optional) + dotted overrides ``judge.steps=200``."""
-    import yaml
-    from pydantic import ValidationError
+    from rlpost.config import ConfigError, load_config
 
-    from rlpost.config import ConfigError, apply_override
-
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path!r} does not exist")
-        tree = yaml.safe_load(p.read_text()) or {}
     for o in overrides:
         if not re.match(r"^judge\.", o):
             raise ConfigError(f"override {o!r}: `rlpost sft --task judge` takes judge.* overrides (e.g. judge.steps=200)")
-        apply_override(tree, o)
-    try:
-        return JudgeConfig.model_validate(tree.get("judge") or {})
-    except ValidationError as exc:
-        lines = [f"judge.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid judge config:\n  " + "\n  ".join(lines)) from None
+    return load_config(_JudgeFile, path, list(overrides), sections=("judge",)).judge
