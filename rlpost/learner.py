@@ -88,11 +88,9 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        from rlpost.runtime import forget_stale_deepspeed_groups, skip_deepspeed_shm_op
+        from rlpost.runtime import init_deepspeed_distributed
 
-        skip_deepspeed_shm_op()
-        deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
-        forget_stale_deepspeed_groups()
+        init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
         micro = min(cfg.micro_batch, per_rank_batch)
         if cfg.loss.name == "ar1_softmax" and micro % group_size:

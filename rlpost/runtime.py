@@ -65,3 +65,13 @@ def forget_stale_deepspeed_groups() -> None:
     cached = getattr(groups, "_WORLD_GROUP", None)
     if cached is not None and (not dist.is_initialized() or cached not in dist.distributed_c10d._world.pg_map):
         groups._WORLD_GROUP = None
+
+
+def init_deepspeed_distributed(backend: str = "gloo") -> None:
+    """``deepspeed.init_distributed`` the way every rlpost process needs it: without the unused shm op's JIT
+    build, and without a stale cached world group afterwards (see the two functions above)."""
+    import deepspeed
+
+    skip_deepspeed_shm_op()
+    deepspeed.init_distributed(dist_backend=backend)
+    forget_stale_deepspeed_groups()

@@ -223,10 +223,9 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
         import deepspeed
 
         _single_process_env()
-        from rlpost.runtime import skip_deepspeed_shm_op
+        from rlpost.runtime import init_deepspeed_distributed
 
-        skip_deepspeed_shm_op()
-        deepspeed.init_distributed(dist_backend="gloo")
+        init_deepspeed_distributed("gloo")
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                config=ds_config(sft_like, int(os.environ.get("WORLD_SIZE", "1"))))
     else:

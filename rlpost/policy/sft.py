@@ -135,11 +135,9 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
 
     import deepspeed
 
-    from rlpost.runtime import forget_stale_deepspeed_groups, skip_deepspeed_shm_op
+    from rlpost.runtime import init_deepspeed_distributed
 
-    skip_deepspeed_shm_op()
-    deepspeed.init_distributed(dist_backend="gloo")
-    forget_stale_deepspeed_groups()
+    init_deepspeed_distributed("gloo")
     torch.manual_seed(cfg.seed)
     module = PolicyModel(policy.backbone, policy.expert, cfg.trace_weight, cfg.traj_weight,
                          model_cfg.expert.loss_weight, model_cfg.expert.time_beta)
