@@ -203,13 +203,18 @@ class Cluster:
         return wait(self.reward.metrics.remote(), "reward metrics", 60)
 
     # --- update -------------------------------------------------------------------------------------------------
-    def update(self, records: list, pad_id: int) -> dict:
-        """One learner step on ``records`` (advantages set): each rank gets a contiguous slice of whole groups."""
+    def update(self, records: list, pad_id: int, expert_inputs: tuple[list, list] | None = None) -> dict:
+        """One learner step on ``records`` (advantages set): each rank gets a contiguous slice of whole groups.
+        expert_inputs: (prefix lengths, normalised target controls), one per record, when the expert trains."""
         normalizer = self._normalizer(records)
         refs = []
-        for worker, part in zip(self.learners, split(records, len(self.learners))):
+        bounds = np.cumsum([0] + [len(p) for p in split(records, len(self.learners))])
+        for worker, a, b in zip(self.learners, bounds[:-1], bounds[1:]):
+            part = records[a:b]
+            extra = {} if expert_inputs is None else {"prefix_lengths": expert_inputs[0][a:b],
+                                                      "expert_targets": expert_inputs[1][a:b]}
             batch = make_train_batch([r.prompt_ids for r in part], [r.completion_ids for r in part],
-                                     [r.sampler_logprobs for r in part], [r.advantage for r in part], pad_id)
+                                     [r.sampler_logprobs for r in part], [r.advantage for r in part], pad_id, **extra)
             refs.append(worker.update.remote(batch, float(normalizer)))
         try:
             per_rank = wait(refs, "learner update", self.cfg.learner.timeout_s)

@@ -56,6 +56,15 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table9(args: argparse.Namespace) -> int:
+    from rlpost.ablation import run_table9
+    from rlpost.runtime import configure_cpu_runtime
+
+    configure_cpu_runtime(1)
+    run_table9(args.seeds, args.out, args.config, args.set, args.arms, args.eval_scenarios, args.samples)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlpost", description="GRPO post-training for reasoning driving policies.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
     cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
     cur.set_defaults(func=_experiment)
+    t9 = exp.add_parser("table9", help="AR1 Table-9 reward ablation + does RL reach the flow expert (from one SFT checkpoint)")
+    t9.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    t9.add_argument("--config", default="configs/table9.yaml", help="base run config every arm starts from")
+    t9.add_argument("--out", default="runs/table9", help="experiment folder (runs + report.md + curves.png)")
+    t9.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
+    t9.add_argument("--arms", nargs="*", default=None, help="a subset of the arms (default: all)")
+    t9.add_argument("--eval-scenarios", type=int, default=128, help="held-out scenarios in the table (default 128)")
+    t9.add_argument("--samples", type=int, default=6, help="samples per held-out scenario, K (default 6, as AR1)")
+    t9.set_defaults(func=_table9)
     # Each component registers its own subcommands; imports stay light (heavy ones happen inside the handlers).
     from rlpost.policy.cli import add_policy_subcommands
     from rlpost.rewards.cli import add_rewards_subcommands

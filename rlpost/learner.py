@@ -1,8 +1,11 @@
 """The GRPO learner of one data-parallel rank: DeepSpeed engine, log-probs, the registry loss, weight export.
 
 Plain torch + DeepSpeed, no Ray: ``rlpost.actors.learner`` wraps one ``GRPOLearner`` per rank in a Ray actor.
-RL updates the whole backbone (token head and transformer); the flow-matching expert is not part of this
-module: it sits behind a stop-gradient and receives no policy gradient (SPEC §6).
+RL updates the whole backbone (token head and transformer). The flow-matching expert sits behind a stop-gradient
+and receives no policy gradient (SPEC §6): with ``learner.expert = "frozen"`` it is left as SFT made it; with
+``"flow"`` it keeps training by its own flow loss, conditioned on the *on-policy* prefixes (prompt + sampled trace +
+``<|traj_start|>``, hidden states from the same forward the policy loss uses, detached) with the logged expert
+controls as targets, so it follows the backbone's drifting features without any RL signal crossing the stop-gradient.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rlpost import grpo
@@ -26,6 +30,9 @@ class TrainBatch:
     input_ids, attention_mask: ``(B, S)`` prompt + completion; completion_mask: ``(B, S)`` 1 where the token is a
     completion token (trace + trajectory), i.e. a position whose log-prob the loss uses; old_logp: ``(B, S)`` the
     sampler's log-prob of each completion token (0 elsewhere); advantages: ``(B,)``.
+    Only with ``learner.expert = "flow"``: prefix_mask ``(B, S)`` bool, the expert's conditioning positions (prompt +
+    trace + ``<|traj_start|>``; all False when the completion has no trajectory); expert_targets ``(B, 64, 2)``
+    normalised expert controls of the scenario.
     """
 
     input_ids: torch.Tensor
@@ -33,18 +40,24 @@ class TrainBatch:
     completion_mask: torch.Tensor
     old_logp: torch.Tensor
     advantages: torch.Tensor
+    prefix_mask: torch.Tensor | None = None
+    expert_targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def slice(self, start: int, stop: int) -> "TrainBatch":
-        return TrainBatch(*(t[start:stop] for t in (self.input_ids, self.attention_mask, self.completion_mask,
-                                                    self.old_logp, self.advantages)))
+        return TrainBatch(*(None if t is None else t[start:stop] for t in (
+            self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
+            self.prefix_mask, self.expert_targets)))
 
 
-def make_train_batch(prompts, completions, sampler_logps, advantages, pad_id: int) -> TrainBatch:
+def make_train_batch(prompts, completions, sampler_logps, advantages, pad_id: int,
+                     prefix_lengths=None, expert_targets=None) -> TrainBatch:
     """Assemble a ``TrainBatch`` from per-sequence lists: prompt ids, completion ids, the sampler's per-token
-    log-probs of the completion (same length as it) and one advantage per sequence."""
+    log-probs of the completion (same length as it) and one advantage per sequence; for the expert, optionally the
+    prefix length of each sequence (tokens up to and including ``<|traj_start|>``, 0 = no trajectory) and its
+    normalised ``(64, 2)`` target controls."""
     if not (len(prompts) == len(completions) == len(sampler_logps) == len(advantages)):
         raise ValueError("prompts/completions/sampler_logps/advantages: lengths differ")
     width = max(len(p) + len(c) for p, c in zip(prompts, completions))
@@ -60,18 +73,27 @@ def make_train_batch(prompts, completions, sampler_logps, advantages, pad_id: in
         attn[i, : len(p) + len(c)] = 1
         comp[i, len(p): len(p) + len(c)] = 1.0
         old[i, len(p): len(p) + len(c)] = torch.tensor(lp, dtype=torch.float32)
-    return TrainBatch(ids, attn, comp, old, torch.as_tensor(advantages, dtype=torch.float32))
+    batch = TrainBatch(ids, attn, comp, old, torch.as_tensor(advantages, dtype=torch.float32))
+    if prefix_lengths is not None:
+        if len(prefix_lengths) != n or expert_targets is None or len(expert_targets) != n:
+            raise ValueError("prefix_lengths/expert_targets: need one of each per sequence")
+        batch.prefix_mask = torch.arange(width)[None, :] < torch.as_tensor(prefix_lengths)[:, None]
+        batch.expert_targets = torch.as_tensor(np.asarray(expert_targets), dtype=torch.float32)
+    return batch
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """log π(x_t | x_<t) for every position: ``(B, S)``, 0 at t = 0 (nothing predicts the first token).
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+    """log π(x_t | x_<t) for every position: ``(B, S)``, 0 at t = 0 (nothing predicts the first token); with
+    ``return_hidden`` also the last layer's hidden states ``(B, S, H)`` of the same forward.
 
     Raw model log-probs at temperature 1, the same quantity vLLM returns by default (``raw_logprobs``), so the
     sampler and the learner agree up to numerics on identical weights.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=return_hidden)
+    logits = out.logits[:, :-1].float()
     logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    return (logp, out.hidden_states[-1]) if return_hidden else logp
 
 
 class GRPOLearner:
@@ -113,7 +135,26 @@ class GRPOLearner:
         if cfg.loss.kl_coef > 0:
             self.reference = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
             self.reference.requires_grad_(False)
+        self.checkpoint = Path(checkpoint)
+        self.expert = self.expert_opt = None
+        if cfg.expert == "flow":
+            self._setup_expert()
         self.version = 0
+
+    def _setup_expert(self) -> None:
+        from rlpost.policy.config import ModelConfig
+        from rlpost.policy.expert import FlowActionExpert
+        from rlpost.policy.model import MODEL_CONFIG_FILE
+
+        self.expert = FlowActionExpert.load(self.checkpoint)
+        if self.expert is None:
+            raise ValueError(f"learner.expert: 'flow' needs a checkpoint with an action expert; {self.checkpoint} has "
+                             "none (SFT with model.expert.enabled=true), or set learner.expert=frozen")
+        self.expert.train()
+        self.expert_time_beta = ModelConfig.model_validate_json(
+            (self.checkpoint / MODEL_CONFIG_FILE).read_text()).expert.time_beta
+        self.expert_opt = torch.optim.AdamW(self.expert.parameters(), lr=self.cfg.expert_lr,
+                                            weight_decay=self.cfg.weight_decay)
 
     def update(self, batch: TrainBatch, normalizer: float) -> dict[str, float]:
         """One optimizer step over this rank's sequences (``accum`` micro-batches).
@@ -130,9 +171,18 @@ class GRPOLearner:
         self.engine.train()
         totals: dict[str, float] = {}
         gap_sum = gap_n = 0.0
+        if self.expert is not None:
+            if batch.prefix_mask is None:
+                raise ValueError("batch: learner.expert='flow' needs prefix_mask and expert_targets")
+            flow_n = int(batch.prefix_mask.any(1).sum())
+            flow_sum = 0.0
         for k in range(self.accum):
             mb = batch.slice(k * self.micro, (k + 1) * self.micro)
-            logp = token_logprobs(self.engine, mb.input_ids, mb.attention_mask)
+            if self.expert is not None:
+                logp, hidden = token_logprobs(self.engine, mb.input_ids, mb.attention_mask, return_hidden=True)
+                flow_sum += self._expert_backward(hidden, mb, flow_n)
+            else:
+                logp = token_logprobs(self.engine, mb.input_ids, mb.attention_mask)
             ref_logp = None
             if self.reference is not None:
                 with torch.no_grad():
@@ -156,11 +206,41 @@ class GRPOLearner:
             totals["loss"] = totals.get("loss", 0.0) + loss.item()
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / self.accum
+        if self.expert is not None:
+            totals["expert/flow_loss"] = self._expert_step(flow_sum, flow_n)
         self.version += 1
         grad_norm = self.engine.get_global_grad_norm()
         totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         totals["sampler_logp_gap"] = gap_sum / max(gap_n, 1.0)
         return totals
+
+    def _expert_backward(self, hidden: torch.Tensor, mb: TrainBatch, total: int) -> float:
+        """Accumulate the flow-loss gradient of this micro-batch's sequences that have a trajectory, weighted so the
+        rank's micro-batches sum to the mean over its ``total`` such sequences. The prefix is detached inside
+        ``flow_loss``: nothing reaches the backbone. Returns the weighted loss."""
+        has = mb.prefix_mask.any(1)
+        if not has.any():
+            return 0.0
+        loss = self.expert.flow_loss(hidden[has], mb.prefix_mask[has], mb.expert_targets[has], self.expert_time_beta)
+        loss = loss * (int(has.sum()) / total)
+        loss.backward()
+        return float(loss.detach())
+
+    def _expert_step(self, flow_sum: float, flow_n: int) -> float:
+        """Average the expert's gradients over ranks (each holds the mean over its own sequences), clip, step."""
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_initialized():
+            for p in self.expert.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+        if flow_n or self.world > 1:
+            torch.nn.utils.clip_grad_norm_(self.expert.parameters(), self.cfg.grad_clip)
+            self.expert_opt.step()
+        self.expert_opt.zero_grad(set_to_none=True)
+        return flow_sum
 
     def _gathered(self):
         if self.cfg.zero_stage == 3:
@@ -190,6 +270,8 @@ class GRPOLearner:
     def save(self, directory: str | Path, client_state: dict) -> None:
         """DeepSpeed checkpoint (model, optimizer, engine counters) + ``client_state``; collective."""
         # DeepSpeed names the checkpoint global_step<N> and points its 'latest' file at it.
+        if self.expert is not None:
+            client_state = {**client_state, "expert": self.expert.state_dict(), "expert_opt": self.expert_opt.state_dict()}
         self.engine.save_checkpoint(str(directory), client_state={**client_state, "version": self.version})
 
     def load(self, directory: str | Path) -> dict:
@@ -204,10 +286,23 @@ class GRPOLearner:
         if client_state is None:
             raise FileNotFoundError(f"no learner checkpoint under {directory}")
         self.version = int(client_state["version"])
+        if self.expert is not None:
+            if "expert" not in client_state:
+                raise ValueError(f"learner checkpoint {directory}: written with learner.expert=frozen; resume with the "
+                                 "same setting or start a new run")
+            self.expert.load_state_dict(client_state.pop("expert"))
+            self.expert_opt.load_state_dict(client_state.pop("expert_opt"))
         return client_state
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """The backbone as an HF directory (rank 0 writes; collective under ZeRO-3)."""
+        """A complete policy checkpoint (rank 0 writes; collective under ZeRO-3): the trained backbone, the start
+        checkpoint's tokenizer, phase rules and model config, and the expert (trained, or the frozen SFT one), so
+        ``rlpost eval``, vLLM and the next run load it like an SFT output."""
+        from rlpost.policy.model import copy_policy_files
+
         with self._gathered():
             if self.rank == 0:
                 self.engine.module.save_pretrained(str(directory), safe_serialization=True)
+                copy_policy_files(self.checkpoint, directory)
+                if self.expert is not None:
+                    self.expert.save(directory)

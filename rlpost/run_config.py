@@ -91,6 +91,8 @@ class LearnerConfig(StrictModel):
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
     threads: int = Field(1, ge=1, description="torch threads per learner rank")
+    expert: Literal["frozen", "flow"] = Field("frozen", description="the flow-matching expert during RL: frozen (behind the stop-gradient, as in AR1) or flow (keeps training by its flow loss on on-policy prefixes)")
+    expert_lr: float = Field(1e-3, gt=0, description="expert: 'flow': AdamW learning rate of the expert")
     timeout_s: float = Field(600.0, gt=0, description="deadline for one update or checkpoint call")
 
 
@@ -155,6 +157,12 @@ class RunConfig(StrictModel):
         if self.init_checkpoint is not None and not (Path(self.init_checkpoint) / "config.json").is_file():
             problems.append(f"init_checkpoint: {self.init_checkpoint!r} is not a checkpoint folder (no config.json); "
                             "point it at an SFT output such as runs/sft_15min/final, or set null to run SFT")
+        if (self.learner.expert == "flow" and self.init_checkpoint is not None
+                and (Path(self.init_checkpoint) / "config.json").is_file()
+                and not (Path(self.init_checkpoint) / "action_expert" / "config.json").is_file()):
+            problems.append(f"learner.expert: 'flow' trains the action expert, but {self.init_checkpoint!r} has none "
+                            "(action_expert/); use a checkpoint from SFT with model.expert.enabled=true, or set "
+                            "learner.expert=frozen")
         if need_data and not Path(self.data.path).exists():
             problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
                             f"{self.data.path}` or run `rlpost demo`, which builds it")

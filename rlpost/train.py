@@ -20,6 +20,7 @@ from rlpost import grpo
 from rlpost.actors.cluster import Cluster
 from rlpost.local_redis import LocalRedisServer
 from rlpost.metrics import ade
+from rlpost.policy.tokenizer import PAD, TRAJ_START
 from rlpost.run_config import RunConfig
 from rlpost.store import MetricsLog, RunState, StepFiles, records_table
 
@@ -139,7 +140,8 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
         start = cluster.load(str(ckpt_dir))["next_step"] if (ckpt_dir / "latest").exists() else 0
         rollouts, metrics = StepFiles(out / "rollouts"), MetricsLog(out, start)
         rollouts.truncate_from(start)
-        pad_id = _pad_id(checkpoint)
+        tokens = _tokenizer(checkpoint)
+        pad_id = tokens.id(PAD)
         probe = _probe(cluster, pool[:1])
         summary = json.loads((out / "summary.json").read_text()) if start else {}
         if start:
@@ -163,7 +165,8 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             t_score = time.perf_counter()
             adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
             _check_staleness(records, step, tr.staleness)
-            learn = cluster.update(records, pad_id)                                              # update
+            learn = cluster.update(records, pad_id, expert_inputs(records, by_id, tokens)           # update
+                                   if cfg.learner.expert == "flow" else None)
             t_learn = time.perf_counter()
             sync = cluster.sync(probe)                                                           # sync
             t_sync = time.perf_counter()
@@ -234,10 +237,21 @@ def _probe(cluster: Cluster, scenarios: list) -> list[int]:
     return record.prompt_ids + record.completion_ids
 
 
-def _pad_id(checkpoint: str) -> int:
-    from rlpost.policy.tokenizer import PAD, PolicyTokenizer
+def _tokenizer(checkpoint: str):
+    from rlpost.policy.tokenizer import PolicyTokenizer
 
-    return PolicyTokenizer.load(checkpoint).id(PAD)
+    return PolicyTokenizer.load(checkpoint)
+
+
+def expert_inputs(records: list, by_id: dict, tokenizer) -> tuple[list[int], list[np.ndarray]]:
+    """What the expert's flow loss needs per record: the prefix length (prompt + completion up to and including
+    ``<|traj_start|>``; 0 when the completion never reached it) and the scenario's normalised expert controls."""
+    from rlpost.policy.expert import normalise_controls
+
+    start = tokenizer.id(TRAJ_START)
+    lengths = [len(r.prompt_ids) + r.completion_ids.index(start) + 1 if start in r.completion_ids else 0
+               for r in records]
+    return lengths, [normalise_controls(by_id[r.scenario_id].expert_controls) for r in records]
 
 
 def _fmt(metrics: dict) -> str:

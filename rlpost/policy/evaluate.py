@@ -33,7 +33,7 @@ def constant_velocity(v0: float) -> np.ndarray:
     return unicycle_rollout(np.zeros((HORIZON, 2)), v0)
 
 
-def _agent_boxes(s):
+def agent_boxes(s):
     states = np.asarray(s.agent_states, dtype=np.float64)
     if states.size == 0:
         return np.zeros((0, HORIZON, 5)), np.zeros((0, HORIZON), bool)
@@ -106,7 +106,7 @@ def evaluate_policy(policy, scenarios, cfg: EvalConfig, llm=None, log=print) -> 
             row |= _displacement("expert", ex_states[0, :, :2], gt[:, :2])
             row["expert_min_ade"] = min_ade(ex_states[..., :2], gt[:, :2])
             row["expert_min_fde"] = min_fde(ex_states[..., :2], gt[:, :2])
-        boxes, valid = _agent_boxes(s)
+        boxes, valid = agent_boxes(s)
         row["collision"] = bool(collides(token_states, boxes, valid)) if boxes.shape[0] else False
         row["gt_collision"] = bool(collides(gt, boxes, valid)) if boxes.shape[0] else False
         row["comfort_violation"] = bool(comfort_violations(np.concatenate([hist, token_states]))["any"])

@@ -22,7 +22,7 @@ from torch import nn
 
 from rlpost.policy.config import SIZE_PRESETS, ModelConfig
 from rlpost.policy.constraints import PhaseRules
-from rlpost.policy.expert import FlowActionExpert
+from rlpost.policy.expert import EXPERT_DIR, FlowActionExpert
 from rlpost.policy.scene import scene_vocabulary
 from rlpost.policy.tokenizer import PAD, TRAJ_END, PolicyTokenizer
 
@@ -163,6 +163,23 @@ def save_policy(directory: str | Path, backbone: nn.Module, tok: PolicyTokenizer
     if expert is not None:
         expert.save(d)
     return d
+
+
+# What save_pretrained writes for the backbone; everything else in a policy folder describes the policy around it.
+_BACKBONE_FILES = {"config.json", "model.safetensors", "model.safetensors.index.json"}
+
+
+def copy_policy_files(source: str | Path, directory: str | Path) -> None:
+    """Complete a folder holding only a trained backbone (``save_pretrained``) into a policy checkpoint: copy the
+    tokenizer, phase rules, generation and model configs and the action expert from the ``source`` policy."""
+    import shutil
+
+    src, dst = Path(source), Path(directory)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in _BACKBONE_FILES and not f.name.startswith("model-"):
+            shutil.copy2(f, dst / f.name)
+    if (src / EXPERT_DIR).is_dir():
+        shutil.copytree(src / EXPERT_DIR, dst / EXPERT_DIR, dirs_exist_ok=True)
 
 
 def load_policy(directory: str | Path) -> Policy:

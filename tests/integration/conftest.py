@@ -15,6 +15,16 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint_with_expert(tmp_path_factory):
+    from rlpost.policy.config import ModelConfig
+    from rlpost.policy.model import new_policy, save_policy
+
+    policy = new_policy(ModelConfig(size="tiny", expert={"hidden_size": 32, "num_layers": 1, "num_heads": 2}))
+    return save_policy(tmp_path_factory.mktemp("ckpt_expert"), policy.backbone, policy.tokenizer, policy.config,
+                       expert=policy.expert)
+
+
+@pytest.fixture(scope="session")
 def single_rank_env():
     from rlpost.local_redis import free_port
 

@@ -55,3 +55,57 @@ def test_corrupted_learner_checkpoint_is_a_clear_error(tiny_checkpoint, single_r
         f.write_bytes(f.read_bytes()[:100])  # truncated on disk
     with pytest.raises(ValueError, match="learner checkpoint .* unreadable"):
         learner.load(tmp_path)
+
+
+def test_flow_expert_trains_on_on_policy_prefixes_and_leaves_the_backbone_update_alone(
+        tiny_checkpoint_with_expert, single_rank_env, tmp_path):
+    import numpy as np
+
+    from rlpost.learner import GRPOLearner
+    from rlpost.policy.expert import FlowActionExpert
+    from rlpost.policy.model import load_policy
+    from rlpost.run_config import LearnerConfig
+
+    ckpt = tiny_checkpoint_with_expert
+    sft_expert = FlowActionExpert.load(ckpt)
+    learners = {mode: GRPOLearner(ckpt, LearnerConfig(lr=1e-3, micro_batch=4, expert=mode), per_rank_batch=8,
+                                  group_size=4) for mode in ("frozen", "flow")}
+    for mode, learner in learners.items():
+        batch = _batch(learner.engine.module)
+        if mode == "flow":
+            lengths = [5 + 3 if i % 4 else 0 for i in range(len(batch))]  # every 4th sample has no trajectory
+            targets = [np.random.default_rng(i).normal(size=(64, 2)) for i in range(len(batch))]
+            from rlpost.learner import make_train_batch
+
+            with pytest.raises(ValueError, match="needs prefix_mask"):
+                learner.update(batch, normalizer=float(batch.completion_mask.sum()))
+            ids = batch.input_ids.tolist()
+            lens = batch.attention_mask.sum(1).tolist()
+            batch = make_train_batch([r[:5] for r in ids], [r[5:n] for r, n in zip(ids, lens)],
+                                     [batch.old_logp[i, 5:n].tolist() for i, n in enumerate(lens)],
+                                     batch.advantages.tolist(), 0, prefix_lengths=lengths, expert_targets=targets)
+        metrics = learner.update(batch, normalizer=float(batch.completion_mask.sum()))
+        assert ("expert/flow_loss" in metrics) == (mode == "flow")
+    frozen, flow = (dict(learners[m].engine.module.named_parameters()) for m in ("frozen", "flow"))
+    for name in frozen:  # the flow loss sits behind the stop-gradient: the backbone steps identically
+        torch.testing.assert_close(frozen[name], flow[name], rtol=0, atol=1e-6, msg=name)
+    trained = learners["flow"].expert.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in sft_expert.state_dict().items())
+    assert metrics["expert/flow_loss"] > 0
+    # Checkpoint round trip carries the expert and its optimizer; the exported policy is complete.
+    learners["flow"].save(tmp_path / "ckpt", {"next_step": 1})
+    saved = {k: v.clone() for k, v in trained.items()}
+    learners["flow"].expert.load_state_dict(sft_expert.state_dict())
+    restored = learners["flow"].load(tmp_path / "ckpt")
+    assert restored["next_step"] == 1 and restored["version"] == 1 and "expert" not in restored
+    for k, v in learners["flow"].expert.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    for mode, learner in learners.items():
+        learner.save_pretrained(tmp_path / mode)
+        policy = load_policy(tmp_path / mode)
+        want = saved if mode == "flow" else sft_expert.state_dict()
+        assert all(torch.equal(policy.expert.state_dict()[k], want[k]) for k in want)
+        assert policy.tokenizer.vocab_size == load_policy(ckpt).tokenizer.vocab_size
+    with pytest.raises(ValueError, match="written with learner.expert=frozen"):
+        learners["frozen"].save(tmp_path / "frozen_ckpt", {"next_step": 1})
+        learners["flow"].load(tmp_path / "frozen_ckpt")
