@@ -20,6 +20,8 @@ from rlpost.actors.learner import LearnerWorker
 from rlpost.actors.reward import RewardWorker
 from rlpost.actors.rollout import RolloutWorker
 from rlpost.learner import make_train_batch
+from rlpost.policy.generate import completion_budget
+from rlpost.policy.model import load_model_config
 from rlpost.local_redis import free_port
 from rlpost.rewards.types import Completion
 from rlpost.rollout import StaleEngineError
@@ -100,6 +102,7 @@ class Cluster:
         self.curator = None
         self.redis_url = redis_url
         self.checkpoint = checkpoint
+        self.completion_budget = completion_budget(load_model_config(checkpoint))
 
     @staticmethod
     def _start_judge(cfg: RunConfig):
@@ -234,7 +237,7 @@ class Cluster:
             return sum(len(r.completion_ids) for r in records)
         if loss.agg == "seq_mean_token_mean":
             return len(records)
-        return self.cfg.model.max_trace_tokens + 2 * 64 + 3  # Dr.GRPO's constant: the longest completion
+        return self.completion_budget  # Dr.GRPO's constant: the longest completion
 
     # --- sync ---------------------------------------------------------------------------------------------------
     def sync(self, probe: list[int] | None = None) -> dict:

@@ -44,8 +44,7 @@ def main() -> None:
     scenarios = pool(w)
 
     import rlpost.train as rt
-    from rlpost.policy.config import ModelConfig
-    from rlpost.policy.model import MODEL_CONFIG_FILE
+    from rlpost.policy.model import load_model_config
     from rlpost.run_config import RunConfig
     from rlpost.store import MetricsLog
 
@@ -77,10 +76,9 @@ def main() -> None:
     rc.wait = timed_wait
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="rlpost_bench_")
-    model = json.loads((Path(w.checkpoint) / MODEL_CONFIG_FILE).read_text())
     cfg = RunConfig.model_validate({
         "name": f"bench_s{args.staleness}_{os.getpid()}", "out": run_dir, "init_checkpoint": w.checkpoint,
-        "model": ModelConfig.model_validate(model).model_dump(),
+        "model": load_model_config(w.checkpoint).model_dump(),
         "data": {"path": w.data, "train_split": w.split},
         "rollout": {"group_size": w.group_size, "temperature": w.temperature, "top_p": w.top_p},
         "learner": {"lr": w.lr, "weight_decay": w.weight_decay, "grad_clip": w.grad_clip, "micro_batch": w.micro_batch,

@@ -73,16 +73,10 @@ def step_batches(w: Workload, ids: list[str]) -> list[list[str]]:
 
 def max_new_tokens(checkpoint: str) -> int:
     """rlpost's completion budget for the checkpoint: trace + <|cot_end|> + <|traj_start|> + 128 bins + <|traj_end|>."""
-    from rlpost.policy.config import ModelConfig
-    from rlpost.policy.generate import max_new_tokens as mnt
-    from rlpost.policy.model import MODEL_CONFIG_FILE
+    from rlpost.policy.generate import completion_budget
+    from rlpost.policy.model import load_model_config
 
-    cfg = ModelConfig.model_validate_json((Path(checkpoint) / MODEL_CONFIG_FILE).read_text())
-
-    class _P:  # max_new_tokens only reads policy.config
-        config = cfg
-
-    return mnt(_P)
+    return completion_budget(load_model_config(checkpoint))
 
 
 def summarize(wall: list[float], start: float, completions: list[int], tokens: list[int], warmup: int) -> dict:

@@ -142,17 +142,15 @@ class GRPOLearner:
         self.version = 0
 
     def _setup_expert(self) -> None:
-        from rlpost.policy.config import ModelConfig
         from rlpost.policy.expert import FlowActionExpert
-        from rlpost.policy.model import MODEL_CONFIG_FILE
+        from rlpost.policy.model import load_model_config
 
         self.expert = FlowActionExpert.load(self.checkpoint)
         if self.expert is None:
             raise ValueError(f"learner.expert: 'flow' needs a checkpoint with an action expert; {self.checkpoint} has "
                              "none (SFT with model.expert.enabled=true), or set learner.expert=frozen")
         self.expert.train()
-        self.expert_time_beta = ModelConfig.model_validate_json(
-            (self.checkpoint / MODEL_CONFIG_FILE).read_text()).expert.time_beta
+        self.expert_time_beta = load_model_config(self.checkpoint).expert.time_beta
         self.expert_opt = torch.optim.AdamW(self.expert.parameters(), lr=self.cfg.expert_lr,
                                             weight_decay=self.cfg.weight_decay)
 

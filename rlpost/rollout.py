@@ -74,15 +74,13 @@ class RolloutEngine:
 
     def __init__(self, checkpoint: str | Path, cfg: RolloutConfig, seed: int = 0):
         from rlpost.policy.constraints import PhaseRules
-        from rlpost.policy.config import ModelConfig
-        from rlpost.policy.model import MODEL_CONFIG_FILE, Policy
+        from rlpost.policy.model import Policy, load_model_config
         from rlpost.policy.tokenizer import PolicyTokenizer
         from rlpost.policy.vllm_engine import make_llm
 
         d = Path(checkpoint)
         # Only the tokenizer, rules and config are needed beside vLLM: the torch backbone is not loaded twice.
-        self.policy = Policy(None, PolicyTokenizer.load(d), PhaseRules.load(d), None,
-                             ModelConfig.model_validate_json((d / MODEL_CONFIG_FILE).read_text()))
+        self.policy = Policy(None, PolicyTokenizer.load(d), PhaseRules.load(d), None, load_model_config(d))
         self.cfg = cfg
         # Whole-prompt prefills only: when vLLM splits a prompt over steps it discards the partial step's sample and
         # rewinds that request's seeded generator, which CPU generators cannot do ("CPU Generator does not use

@@ -28,9 +28,15 @@ def prompt_ids(policy, scenario) -> list[int]:
     return tok.encode_scene(words) + [tok.id(COT_START)]
 
 
+def completion_budget(model_cfg) -> int:
+    """The longest completion of a policy built from ``model_cfg``: trace + <|cot_end|> + <|traj_start|> + 128 bins
+    + <|traj_end|> (also Dr.GRPO's constant normaliser)."""
+    return model_cfg.max_trace_tokens + TRAJ_TOKENS + 3
+
+
 def max_new_tokens(policy) -> int:
-    """Trace + <|cot_end|> + <|traj_start|> + 128 bins + <|traj_end|>."""
-    return policy.config.max_trace_tokens + TRAJ_TOKENS + 3
+    """The generation budget of ``policy`` (:func:`completion_budget` of its config)."""
+    return completion_budget(policy.config)
 
 
 @torch.no_grad()

@@ -182,13 +182,21 @@ def copy_policy_files(source: str | Path, directory: str | Path) -> None:
         shutil.copytree(src / EXPERT_DIR, dst / EXPERT_DIR, dirs_exist_ok=True)
 
 
+def load_model_config(directory: str | Path) -> ModelConfig:
+    """The ModelConfig a policy checkpoint was built from (its ``rlpost_model.json``)."""
+    path = Path(directory) / MODEL_CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {MODEL_CONFIG_FILE}; not a policy checkpoint written by save_policy")
+    return ModelConfig.model_validate_json(path.read_text())
+
+
 def load_policy(directory: str | Path) -> Policy:
     """Load a checkpoint written by :func:`save_policy` (backbone in eval mode, float32, CPU)."""
     from transformers import AutoModelForCausalLM
 
     d = Path(directory)
     backbone = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
-    cfg = ModelConfig.model_validate_json((d / MODEL_CONFIG_FILE).read_text())
+    cfg = load_model_config(d)
     return Policy(backbone, PolicyTokenizer.load(d), PhaseRules.load(d), FlowActionExpert.load(d), cfg)
 
 

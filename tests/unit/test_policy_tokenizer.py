@@ -107,3 +107,19 @@ def test_save_load_and_auto_tokenizer_agree(tok, tmp_path):
 
 def test_wording_corpus_is_not_empty():
     assert len(wording_corpus()) > 50
+
+
+def test_completion_budget_covers_trace_markers_and_trajectory(tmp_path):
+    import pytest
+
+    from rlpost.policy.config import ModelConfig
+    from rlpost.policy.generate import completion_budget
+    from rlpost.policy.model import MODEL_CONFIG_FILE, load_model_config
+    from rlpost.policy.tokenizer import TRAJ_TOKENS
+
+    cfg = ModelConfig(size="tiny", max_trace_tokens=40)
+    assert TRAJ_TOKENS == 128 and completion_budget(cfg) == 40 + 1 + 1 + 128 + 1
+    (tmp_path / MODEL_CONFIG_FILE).write_text(cfg.model_dump_json())
+    assert load_model_config(tmp_path) == cfg
+    with pytest.raises(FileNotFoundError, match="not a policy checkpoint"):
+        load_model_config(tmp_path / "missing")
