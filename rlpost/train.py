@@ -245,13 +245,14 @@ def _tokenizer(checkpoint: str):
 
 def expert_inputs(records: list, by_id: dict, tokenizer) -> tuple[list[int], list[np.ndarray]]:
     """What the expert's flow loss needs per record: the prefix length (prompt + completion up to and including
-    ``<|traj_start|>``; 0 when the completion never reached it) and the scenario's normalised expert controls."""
-    from rlpost.policy.expert import normalise_controls
+    ``<|traj_start|>``; 0 when the completion never reached it) and the scenario's target, prepared as in SFT."""
+    from rlpost.policy.data import expert_targets
 
     start = tokenizer.id(TRAJ_START)
     lengths = [len(r.prompt_ids) + r.completion_ids.index(start) + 1 if start in r.completion_ids else 0
                for r in records]
-    return lengths, [normalise_controls(by_id[r.scenario_id].expert_controls) for r in records]
+    targets = {sid: expert_targets(tokenizer, by_id[sid])[1] for sid in {r.scenario_id for r in records}}
+    return lengths, [targets[r.scenario_id] for r in records]
 
 
 def _fmt(metrics: dict) -> str:

@@ -28,23 +28,33 @@ class Example:
 
 
 def build_example(policy, scenario, zero_curvature_below: float = 1.0) -> Example:
-    """The SFT example of ``scenario``. Curvature targets of steps starting below ``zero_curvature_below`` m/s are
-    set to 0: near standstill curvature is unobservable and the fitted value (up to 100+ σ) sits on the clamp
-    bins (14 % of low-speed steps in the 2,000-scenario set), which teaches greedy decoding to lock onto them."""
+    """The SFT example of ``scenario``: prompt + ground-truth trace + trajectory tokens, and the expert's target
+    (:func:`expert_targets`)."""
     tok = policy.tokenizer
     prompt = prompt_ids(policy, scenario)
     trace = tok.encode_trace(str(scenario.coc_trace or ""))[: policy.config.max_trace_tokens]
     head = prompt + trace + [tok.id(COT_END), tok.id(TRAJ_START)]
+    controls, target = expert_targets(tok, scenario, zero_curvature_below)
+    traj = tok.encode_controls(controls).tolist()
+    return Example(head + traj + [tok.id(TRAJ_END)], len(prompt), len(head), target.astype(np.float32))
+
+
+def expert_targets(tok, scenario, zero_curvature_below: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(controls the trajectory tokens encode ``(64, 2)``, the flow expert's normalised target ``(64, 2)``) of a
+    scenario's expert controls; SFT and the expert's training during RL use the same targets.
+
+    Curvature of steps starting below ``zero_curvature_below`` m/s is set to 0: near standstill curvature is
+    unobservable and the fitted value (up to 100+ σ) sits on the clamp bins (14 % of low-speed steps in the
+    2,000-scenario set), which teaches greedy decoding to lock onto them. The expert's target is also clipped to
+    the bins' physical ranges: an unclipped 100 σ curvature would dominate the flow loss (and its gradient clip).
+    """
     controls = np.array(scenario.expert_controls, dtype=np.float64)
     hist, fut = np.asarray(scenario.history, dtype=np.float64), np.asarray(scenario.future, dtype=np.float64)
     speed_before = np.concatenate([hist[-1:, 3], fut[:-1, 3]])
     controls[speed_before < zero_curvature_below, 1] = 0.0
-    traj = tok.encode_controls(controls).tolist()
-    # The expert's target is clipped to the bins' physical ranges: curvature is unobservable near standstill and the
-    # fitted value there can reach 100+ σ, which would dominate the flow loss (and the shared gradient clip).
-    clipped = np.stack([np.clip(controls[:, 0], *tok.bins.accel_range), np.clip(controls[:, 1], *tok.bins.curvature_range)], -1)
-    return Example(head + traj + [tok.id(TRAJ_END)], len(prompt), len(head),
-                   normalise_controls(clipped).astype(np.float32))
+    clipped = np.stack([np.clip(controls[:, 0], *tok.bins.accel_range),
+                        np.clip(controls[:, 1], *tok.bins.curvature_range)], -1)
+    return controls, normalise_controls(clipped)
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -120,14 +120,24 @@ def test_train_batch_marks_the_expert_prefix_and_carries_targets():
         make_train_batch([[1]], [[2]], [[0.0]], [0.0], 0, prefix_lengths=[1])
 
 
-def test_expert_inputs_cut_the_prefix_after_traj_start():
+def test_expert_inputs_cut_the_prefix_after_traj_start_and_prepare_targets_as_sft():
     from rlpost.policy.expert import normalise_controls
     from rlpost.train import expert_inputs
 
-    tok = SimpleNamespace(id=lambda name: 99)
+    tok = SimpleNamespace(id=lambda name: 99, bins=SimpleNamespace(accel_range=(-4.0, 4.0),
+                                                                   curvature_range=(-0.15, 0.15)))
     records = [SimpleNamespace(scenario_id="s", prompt_ids=[1, 2, 3], completion_ids=[4, 5, 99, 7, 8]),
                SimpleNamespace(scenario_id="s", prompt_ids=[1, 2], completion_ids=[4, 5, 6])]
     controls = np.tile([0.5, 0.01], (64, 1))
-    lengths, targets = expert_inputs(records, {"s": SimpleNamespace(expert_controls=controls)}, tok)
+    controls[10] = [9.0, 0.6]  # beyond the bins: clipped, as the SFT targets are
+    speeds = np.full(64, 8.0)
+    speeds[30:] = 0.5  # near standstill from step 31 on: curvature unobservable, target 0
+    scenario = SimpleNamespace(expert_controls=controls, history=np.tile([0, 0, 0, 8.0], (20, 1)),
+                               future=np.stack([np.zeros(64), np.zeros(64), np.zeros(64), speeds], -1))
+    lengths, targets = expert_inputs(records, {"s": scenario}, tok)
     assert lengths == [3 + 3, 0]
-    np.testing.assert_allclose(targets[0], normalise_controls(controls))
+    want = controls.copy()
+    want[10] = [4.0, 0.15]
+    want[31:, 1] = 0.0
+    np.testing.assert_allclose(targets[0], normalise_controls(want))
+    assert targets[1] is targets[0]  # one target per scenario
