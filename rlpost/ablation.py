@@ -93,9 +93,7 @@ class HeldOutEvaluator:
     samples: int = 6
 
     def __post_init__(self):
-        from rlpost.rollout import RolloutEngine
-
-        self.engine = RolloutEngine(self.checkpoint, self.base.rollout, seed=0)
+        self.engine = None  # started by the first evaluation (a rerun with every result cached needs none)
         self.loaded = 0
 
     def evaluate(self, policy_dir: str | Path, scenarios: list, seed: int) -> list[dict]:
@@ -106,6 +104,10 @@ class HeldOutEvaluator:
         from rlpost.policy.model import load_policy
         from rlpost.weights import pack_weights
 
+        if self.engine is None:
+            from rlpost.rollout import RolloutEngine
+
+            self.engine = RolloutEngine(self.checkpoint, self.base.rollout, seed=0)
         policy = load_policy(policy_dir)
         self.loaded += 1
         with torch.no_grad():
