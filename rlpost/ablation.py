@@ -41,6 +41,7 @@ class Arm:
     label: str
     weights: dict
     expert: Literal["frozen", "flow"] = "frozen"
+    expert_lr: float | None = None  # None: the base config's learner.expert_lr
 
 
 # The relative weights of the default run (0.2 critic : 1 consistency : 1 trajectory quality); with std-normalised
@@ -54,6 +55,9 @@ ARMS = (
         {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0}),
     Arm("reasoning_consistency_safety_expert_flow", "+ RL, all three, expert trained by flow loss",
         {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0}, expert="flow"),
+    # A fresh AdamW moves every expert weight by ~lr in its first steps; the slower variant checks that sensitivity.
+    Arm("reasoning_consistency_safety_expert_flow_lr1e-4", "+ RL, all three, expert trained by flow loss at lr 1e-4",
+        {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0}, expert="flow", expert_lr=1e-4),
 )
 
 # SPEC §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
@@ -79,6 +83,8 @@ def arm_config(base: RunConfig, arm: Arm, seed: int, out: Path, checkpoint: str)
                           deep=True)
     cfg.rewards = cfg.rewards.model_copy(update={"components": components})
     cfg.learner.expert = arm.expert
+    if arm.expert_lr is not None:
+        cfg.learner.expert_lr = arm.expert_lr
     cfg.trainer.seed = seed
     return RunConfig.model_validate(cfg.model_dump())  # re-validate the edited tree
 

@@ -95,9 +95,14 @@ def make_llm(ckpt: str | Path, max_model_len: int | None = None, seed: int = 0, 
 
 def sampling_params(max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
                     seed: int | None = None, logprobs: int | None = None, constrained: bool = True, **kwargs):
-    """``vllm.SamplingParams`` opted in to the phase rules (temperature 0 = greedy)."""
+    """``vllm.SamplingParams`` opted in to the phase rules (temperature 0 = greedy).
+
+    No detokenisation by default: completions are decoded from their token ids (``decode_completion``), so vLLM's
+    incremental detokenisation of every sequence at every step would be wasted work (pass ``detokenize=True`` for
+    ``output.text``)."""
     from vllm import SamplingParams
 
+    kwargs.setdefault("detokenize", False)
     extra = {EXTRA_ARG: bool(constrained)}
     return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
                           logprobs=logprobs, extra_args=extra, skip_special_tokens=False, **kwargs)

@@ -73,6 +73,7 @@ def _results():
         "reasoning_consistency": [_summary(2.8, 4.0, 0.85, 0.20), _summary(2.9, 4.1, 0.86, 0.20)],
         "reasoning_consistency_safety": [_summary(2.7, 4.0, 0.84, 0.10), _summary(2.9, 4.0, 0.85, 0.22)],
         "reasoning_consistency_safety_expert_flow": [_summary(2.7, 4.0, 0.84, 0.10), _summary(2.8, 4.0, 0.85, 0.1)],
+        "reasoning_consistency_safety_expert_flow_lr1e-4": [_summary(2.7, 4.0, 0.84, 0.1), _summary(2.9, 4.0, 0.85, 0.2)],
     }
 
 
@@ -99,7 +100,7 @@ def test_report_has_the_table_the_findings_the_expert_answer_and_curves(tmp_path
             "samples": 6, "steps": 3, "batch": 64, "lr": 1e-4, "train_seconds": 1, "total_seconds": 2}
     report = write_table9_report(tmp_path, _results(), runs, ARMS, meta).read_text()
     assert "| SFT | 3.050 ± 0.050 |" in report and "| 2.12 | 3.1 | 0.62 | 6.9 |" in report
-    assert "**reproduces**" in report and "expert trained by flow loss" in report
+    assert "**reproduces**" in report and "expert trained by flow loss" in report and "lr 1e-4" in report
     assert "frozen expert's ADE by -0.250 ± 0.050 m" in report  # (2.5, 2.7) - (2.8, 2.9) paired
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "results.json").read_text())
