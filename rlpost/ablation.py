@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,7 @@ class Arm:
     weights: dict
     expert: Literal["frozen", "flow"] = "frozen"
     expert_lr: float | None = None  # None: the base config's learner.expert_lr
+    params: dict = field(default_factory=dict)  # component name -> reward params replacing the base's
 
 
 # The relative weights of the default run (0.2 critic : 1 consistency : 1 trajectory quality); with std-normalised
@@ -58,6 +59,11 @@ ARMS = (
     # A fresh AdamW moves every expert weight by ~lr in its first steps; the slower variant checks that sensitivity.
     Arm("reasoning_consistency_safety_expert_flow_lr1e-4", "+ RL, all three, expert trained by flow loss at lr 1e-4",
         {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0}, expert="flow", expert_lr=1e-4),
+    # trajectory_quality's default collision weight (1 = an RMS position error of ~3.2 m) is small beside its L2 term
+    # at the tiny policy's ~3.5 m errors; this arm makes one collision cost as much as an RMS error of ~7 m.
+    Arm("reasoning_consistency_safety_collision5", "+ RL, all three, collision weight 5",
+        {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0},
+        params={"trajectory_quality": {"lambda_collision": 5.0}}),
 )
 
 # SPEC §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
@@ -78,7 +84,8 @@ def arm_config(base: RunConfig, arm: Arm, seed: int, out: Path, checkpoint: str)
         raise ValueError(f"arm {arm.name}: reward components {sorted(missing)} are not in the base config's rewards "
                          f"({sorted(n for n in names if n)})")
     for c in base.rewards.components:
-        components.append(c.model_copy(update={"weight": arm.weights.get(c.name, c.weight)}))
+        components.append(c.model_copy(update={"weight": arm.weights.get(c.name, c.weight),
+                                               "params": {**c.params, **arm.params.get(c.name, {})}}))
     cfg = base.model_copy(update={"out": str(out), "name": f"t9-{arm.name}-s{seed}", "init_checkpoint": checkpoint},
                           deep=True)
     cfg.rewards = cfg.rewards.model_copy(update={"components": components})

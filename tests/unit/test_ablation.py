@@ -24,6 +24,11 @@ def test_arm_config_reweights_rewards_and_sets_the_expert_mode(tmp_path):
     assert weights == {"reasoning_critic": 0.2, "coc_consistency": 0.0, "trajectory_quality": 0.0}
     assert cfg.trainer.seed == 2 and cfg.out == str(tmp_path / "r") and cfg.init_checkpoint == "ckpt"
     assert cfg.learner.expert == "frozen" and base.rewards.components[1].weight == 1.0  # base untouched
+    collision = arm_config(base, arms["reasoning_consistency_safety_collision5"], 0, tmp_path / "c", "ckpt")
+    assert [c.params for c in collision.rewards.components if c.name == "trajectory_quality"] == [{"lambda_collision": 5.0}]
+    assert all(c.params == {} for c in cfg.rewards.components)
+    slow = arm_config(base, arms["reasoning_consistency_safety_expert_flow_lr1e-4"], 0, tmp_path / "s", "ckpt")
+    assert slow.learner.expert_lr == 1e-4 and cfg.learner.expert_lr == base.learner.expert_lr
     flow = arm_config(base, arms["reasoning_consistency_safety_expert_flow"], 0, tmp_path / "f", "ckpt")
     assert flow.learner.expert == "flow" and {c.name: c.weight for c in flow.rewards.components}["trajectory_quality"] == 1.0
 
