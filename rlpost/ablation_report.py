@@ -112,6 +112,11 @@ def _expert_answer(results: dict, arms) -> list[str]:
     return lines
 
 
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` finite values at each step (fewer at the start)."""
+    return np.array([np.nanmean(values[max(0, i - window + 1): i + 1]) for i in range(len(values))])
+
+
 def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
     import matplotlib
 
@@ -119,8 +124,9 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("reward/reasoning_critic", "reasoning critic (0–1)"), ("reward/coc_consistency", "consistency"),
-              ("reward/trajectory_quality", "trajectory quality"), ("ade", "sampled ADE@6.4s [m]")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+              ("reward/trajectory_quality", "trajectory quality"), ("ade", "sampled ADE@6.4s [m]"),
+              ("expert/flow_loss", "expert flow loss (flow arms)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4))
     for arm in arms:
         curves = []
         for run in runs.get(arm.name, []):
@@ -131,12 +137,16 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
             continue
         for ax, (key, title) in zip(axes, panels):
             values = np.array([[r.get(key, np.nan) for r in c[:n]] for c in curves], dtype=float)
+            if np.all(np.isnan(values)):
+                continue
+            smooth = np.array([_trailing_mean(v, 5) for v in values])
             steps = np.arange(n)
-            ax.plot(steps, np.nanmean(values, 0), label=arm.name.replace("_", " + ").replace("reasoning", "reas."))
-            ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.15)
+            ax.plot(steps, smooth.mean(0), label=arm.name.replace("_", " + ").replace("reasoning", "reas."))
+            ax.fill_between(steps, smooth.min(0), smooth.max(0), alpha=0.12)
             ax.set(title=title, xlabel="GRPO step")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("training batches: mean over seeds, band = min–max", fontsize=9)
+    axes[0].legend(fontsize=6)
+    fig.suptitle("training batches, trailing 5-step mean; line = mean over seeds, band = min–max over seeds (arms that "
+                 "share rewards and seeds overlap exactly in the first four panels)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
