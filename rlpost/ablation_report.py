@@ -127,7 +127,7 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
               ("reward/trajectory_quality", "trajectory quality"), ("ade", "sampled ADE@6.4s [m]"),
               ("expert/flow_loss", "expert flow loss (flow arms)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4))
-    for arm in arms:
+    for color, arm in enumerate(arms):
         curves = []
         for run in runs.get(arm.name, []):
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -141,8 +141,9 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
                 continue
             smooth = np.array([_trailing_mean(v, 5) for v in values])
             steps = np.arange(n)
-            ax.plot(steps, smooth.mean(0), label=arm.name.replace("_", " + ").replace("reasoning", "reas."))
-            ax.fill_between(steps, smooth.min(0), smooth.max(0), alpha=0.12)
+            ax.plot(steps, smooth.mean(0), color=f"C{color}",
+                    label=arm.name.replace("_", " + ").replace("reasoning", "reas."))
+            ax.fill_between(steps, smooth.min(0), smooth.max(0), color=f"C{color}", alpha=0.12)
             ax.set(title=title, xlabel="GRPO step")
     axes[0].legend(fontsize=6)
     fig.suptitle("training batches, trailing 5-step mean; line = mean over seeds, band = min–max over seeds (arms that "
