@@ -96,10 +96,10 @@ def test_learner_death_ends_the_run_with_a_resumable_checkpoint(tmp_path, tiny_c
 
     original_update = cluster_mod.Cluster.update
 
-    def dying_update(self, records, pad_id):  # rank 1 dies just as the step-2 update is sent
+    def dying_update(self, records, *args, **kwargs):  # rank 1 dies just as the step-2 update is sent
         if records[0].step == 2:
             ray.kill(self.learners[1])
-        return original_update(self, records, pad_id)
+        return original_update(self, records, *args, **kwargs)
 
     cluster_mod.Cluster.update = dying_update
     try:
