@@ -136,13 +136,9 @@ class HeldOutEvaluator:
 
     def _check_loaded(self, policy, sequence: list[int], policy_dir) -> None:
         """The engine must now score like ``policy``'s torch backbone (the sync probe of training)."""
-        import torch
+        from rlpost.learner import sequence_logprobs
 
-        from rlpost.learner import token_logprobs
-
-        ids = torch.tensor([sequence])
-        with torch.no_grad():
-            want = token_logprobs(policy.backbone, ids, torch.ones_like(ids))[0, 1:].numpy()
+        want = np.asarray(sequence_logprobs(policy.backbone, sequence))
         gap = float(np.abs(np.asarray(self.engine.probe_logprobs(sequence)) - want).mean())
         if gap > self.base.sync.probe_tolerance:
             raise RuntimeError(f"{policy_dir}: the evaluation engine's log-probs differ from the checkpoint's by "

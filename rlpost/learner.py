@@ -96,6 +96,14 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return (logp, out.hidden_states[-1]) if return_hidden else logp
 
 
+@torch.no_grad()
+def sequence_logprobs(model, token_ids: list[int]) -> list[float]:
+    """Log-probs of ``token_ids[1:]`` under ``model`` for one unpadded sequence: the probe that checks an engine's
+    weights against the model's (after a sync, or after loading a policy for evaluation)."""
+    ids = torch.tensor([token_ids])
+    return token_logprobs(model, ids, torch.ones_like(ids))[0, 1:].tolist()
+
+
 class GRPOLearner:
     """One rank: the policy backbone in a DeepSpeed engine (+ a frozen reference when ``kl_coef`` > 0).
 
@@ -205,7 +213,8 @@ class GRPOLearner:
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / self.accum
         if self.expert is not None:
-            totals["expert/flow_loss"] = self._expert_step(flow_sum, flow_n)
+            self._expert_step(flow_n)
+            totals["expert/flow_loss"] = flow_sum
         self.version += 1
         grad_norm = self.engine.get_global_grad_norm()
         totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
@@ -224,7 +233,7 @@ class GRPOLearner:
         loss.backward()
         return float(loss.detach())
 
-    def _expert_step(self, flow_sum: float, flow_n: int) -> float:
+    def _expert_step(self, flow_n: int) -> None:
         """Average the expert's gradients over ranks (each holds the mean over its own sequences), clip, step."""
         import torch.distributed as dist
 
@@ -238,7 +247,6 @@ class GRPOLearner:
             torch.nn.utils.clip_grad_norm_(self.expert.parameters(), self.cfg.grad_clip)
             self.expert_opt.step()
         self.expert_opt.zero_grad(set_to_none=True)
-        return flow_sum
 
     def _gathered(self):
         if self.cfg.zero_stage == 3:
@@ -259,11 +267,10 @@ class GRPOLearner:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         """Log-probs of ``token_ids[1:]`` under the current weights (the weight-sync probe)."""
         with self._gathered():
-            ids = torch.tensor([token_ids])
             self.engine.eval()
-            out = token_logprobs(self.engine.module, ids, torch.ones_like(ids))[0, 1:]
+            out = sequence_logprobs(self.engine.module, token_ids)
             self.engine.train()
-        return out.tolist()
+        return out
 
     def save(self, directory: str | Path, client_state: dict) -> None:
         """DeepSpeed checkpoint (model, optimizer, engine counters) + ``client_state``; collective."""

@@ -20,7 +20,7 @@ from rlpost import grpo
 from rlpost.actors.cluster import Cluster
 from rlpost.local_redis import LocalRedisServer
 from rlpost.metrics import ade
-from rlpost.policy.tokenizer import PAD, TRAJ_START
+from rlpost.policy.tokenizer import PAD, TRAJ_START, PolicyTokenizer
 from rlpost.run_config import RunConfig
 from rlpost.store import MetricsLog, RunState, StepFiles, records_table
 
@@ -140,7 +140,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
         start = cluster.load(str(ckpt_dir))["next_step"] if (ckpt_dir / "latest").exists() else 0
         rollouts, metrics = StepFiles(out / "rollouts"), MetricsLog(out, start)
         rollouts.truncate_from(start)
-        tokens = _tokenizer(checkpoint)
+        tokens = PolicyTokenizer.load(checkpoint)
         pad_id = tokens.id(PAD)
         probe = _probe(cluster, pool[:1])
         summary = json.loads((out / "summary.json").read_text()) if start else {}
@@ -235,12 +235,6 @@ def _probe(cluster: Cluster, scenarios: list) -> list[int]:
     """A fixed real sequence (prompt + a sampled completion) whose log-probs verify each weight sync."""
     record = cluster.collect(cluster.generate(scenarios, 2_000_000, group_size=1))[0]
     return record.prompt_ids + record.completion_ids
-
-
-def _tokenizer(checkpoint: str):
-    from rlpost.policy.tokenizer import PolicyTokenizer
-
-    return PolicyTokenizer.load(checkpoint)
 
 
 def expert_inputs(records: list, by_id: dict, tokenizer) -> tuple[list[int], list[np.ndarray]]:
