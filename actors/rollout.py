@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ray
 
-from rlpost.run_config import RolloutConfig
+from rlpost.rl.config import RolloutConfig
 
 
 @ray.remote
 class RolloutWorker:
     def __init__(self, checkpoint: str, cfg: RolloutConfig, seed: int, threads: int = 1):
-        from rlpost.rollout import RolloutEngine
-        from rlpost.runtime import configure_cpu_runtime
+        from rlpost.rl.rollout import RolloutEngine
+        from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
         self.engine = RolloutEngine(checkpoint, cfg, seed)

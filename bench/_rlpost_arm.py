@@ -1,4 +1,4 @@
-"""The rlpost arm of ``bench/grpo_vs_trl.py``: ``rlpost.train.train`` on the shared workload (one process, one run).
+"""The rlpost arm of ``bench/grpo_vs_trl.py``: ``rlpost.loop.train.train`` on the shared workload (one process, one run).
 
     python bench/_rlpost_arm.py WORKLOAD.json OUT.json --staleness 0|1 [--verify-probe]
 
@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(1)
     from _workload import Workload, arm_env_report, pool, summarize
@@ -43,10 +43,10 @@ def main() -> None:
     env = arm_env_report()
     scenarios = pool(w)
 
-    import rlpost.train as rt
+    import rlpost.loop.train as rt
     from rlpost.policy.model import load_model_config
-    from rlpost.run_config import RunConfig
-    from rlpost.store import MetricsLog
+    from rlpost.rl.config import RunConfig
+    from rlpost.storage.store import MetricsLog
 
     walls: dict[int, float] = {}
 
@@ -141,7 +141,7 @@ def main() -> None:
 
 
 def _step_file(run_dir: str, step: int):
-    from rlpost.store import StepFiles
+    from rlpost.storage.store import StepFiles
 
     return StepFiles(os.path.join(run_dir, "rollouts")).path(step)
 

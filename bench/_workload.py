@@ -1,7 +1,7 @@
 """The one workload both arms of ``bench/grpo_vs_trl.py`` run, and what every arm reports back.
 
 A ``Workload`` is plain JSON: the driver writes it once, each arm (a fresh subprocess) reads it. The scenarios of
-step k are drawn exactly as ``rlpost.train`` draws them (``scenario_batch(sorted pool ids, k, size, seed)``), and the
+step k are drawn exactly as ``rlpost.loop.train`` draws them (``scenario_batch(sorted pool ids, k, size, seed)``), and the
 peer's dataset lists them in that same order (no shuffling), so both frameworks see the same prompts at every step.
 """
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# The three AR1 rewards with rlpost's default weights (rlpost.run_config.DEFAULT_REWARDS).
+# The three AR1 rewards with rlpost's default weights (rlpost.rl.config.DEFAULT_REWARDS).
 REWARDS = [
     {"name": "reasoning_critic", "weight": 0.2},
     {"name": "coc_consistency", "weight": 1.0},
@@ -65,7 +65,7 @@ def pool(w: Workload) -> list:
 
 def step_batches(w: Workload, ids: list[str]) -> list[list[str]]:
     """Scenario ids of every step, drawn exactly as rlpost's loop draws them."""
-    from rlpost.train import scenario_batch
+    from rlpost.loop.train import scenario_batch
 
     ids = sorted(ids)
     return [scenario_batch(ids, k, w.scenarios_per_step, w.seed) for k in range(w.steps)]

@@ -263,10 +263,10 @@ def ensure_checkpoint(path: str | None, data: str, snapshot_dir: Path) -> tuple[
     if path is None:
         source = HERE / ".cache/random_small"
         if not (source / "config.json").exists():
-            code = ("from rlpost.runtime import configure_cpu_runtime; configure_cpu_runtime(1)\n"
+            code = ("from rlpost.common.runtime import configure_cpu_runtime; configure_cpu_runtime(1)\n"
                     "from rlpost.policy.config import ModelConfig\n"
                     "from rlpost.policy.model import new_policy, save_policy\n"
-                    "from rlpost.run_config import TINY_MODEL\n"
+                    "from rlpost.rl.config import TINY_MODEL\n"
                     "from rlpost.scenarios.schema import read_scenarios\n"
                     f"sc = read_scenarios({data!r}, 'train')\n"
                     "cfg = ModelConfig(**TINY_MODEL)\n"

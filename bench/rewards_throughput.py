@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 
-from rlpost.runtime import configure_cpu_runtime
+from rlpost.common.runtime import configure_cpu_runtime
 
 
 def _completions(scen, group: int, mode: str, seed: int):
     from rlpost.rewards.types import Completion
-    from rlpost.trajectory import TrajectoryTokenizer
+    from rlpost.domain.trajectory import TrajectoryTokenizer
 
     tok = TrajectoryTokenizer.ar1_release()
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def main() -> None:
 
     from rlpost.rewards.coc_consistency import coc_consistency
     from rlpost.rewards.critic import reasoning_critic
-    from rlpost.rewards.pipeline import RewardPipeline
+    from rlpost.rewards.compose import RewardPipeline
     from rlpost.rewards.spec import RewardSpec
     from rlpost.rewards.synthetic import synthetic_scenarios
     from rlpost.rewards.trajectory_quality import trajectory_quality

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from rlpost.config import StrictModel
+from rlpost.common.config import StrictModel
 
 
 class CurationConfig(StrictModel):

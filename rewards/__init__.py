@@ -28,9 +28,9 @@ from rlpost.rewards.types import Completion, RewardResult, Status
 _LAZY = {
     "RewardSpec": "rlpost.rewards.spec",
     "RewardsConfig": "rlpost.rewards.spec",
-    "RewardPipeline": "rlpost.rewards.pipeline",
-    "SampleRewards": "rlpost.rewards.pipeline",
-    "ComponentRecord": "rlpost.rewards.pipeline",
+    "RewardPipeline": "rlpost.rewards.compose",
+    "SampleRewards": "rlpost.rewards.compose",
+    "ComponentRecord": "rlpost.rewards.compose",
     "RewardCache": "rlpost.rewards.cache",
     "check_reward": "rlpost.rewards.contract",
     "ContractReport": "rlpost.rewards.contract",

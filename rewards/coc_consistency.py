@@ -1,10 +1,10 @@
 """Built-in reward ``coc_consistency`` (SPEC §5.2): does the trajectory do what the reasoning says?
 
-For each completion: parse the trace (``rlpost.coc.parse_trace``) into its decision; roll the controls out
+For each completion: parse the trace (``rlpost.domain.coc.parse_trace``) into its decision; roll the controls out
 (``unicycle_rollout``, v0 = the history's last speed); detect the meta-actions of history ⊕ prediction
-(``rlpost.meta_actions.future_meta_actions``, computed for the whole batch at once by
+(``rlpost.domain.meta_actions.future_meta_actions``, computed for the whole batch at once by
 ``meta_batch.future_labels_batch``); check the decision against them with the project's matching table
-(``rlpost.consistency.check_consistency``). Value 1 if both axes agree, else 0.
+(``rlpost.domain.consistency.check_consistency``). Value 1 if both axes agree, else 0.
 
 - A trace with no usable decision scores ``unparseable_value`` (0, SPEC §5.2) with status ``unparseable``; so does a
   completion with no usable trajectory (nothing to be consistent with), or a rollout that overflows.
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from rlpost.coc import TraceParse, parse_trace
+from rlpost.domain.coc import TraceParse, parse_trace
 from rlpost.rewards.kernels import rollout_batch
 from rlpost.rewards.meta_batch import future_labels_batch
 from rlpost.rewards.registry import register_reward
 from rlpost.rewards.types import Completion, RewardResult, usable_controls
-from rlpost.trajectory import DT
+from rlpost.domain.trajectory import DT
 
 
 @lru_cache(maxsize=1 << 16)
@@ -76,7 +76,7 @@ def coc_consistency(
     steps: the expected trajectory length (controls must be ``(steps, 2)``). info per sample: decision, the future
     meta-action labels per axis, the per-axis verdicts and the matching table's reason.
     """
-    from rlpost.consistency import check_consistency
+    from rlpost.domain.consistency import check_consistency
 
     n = len(completions)
     results: list[RewardResult | None] = [None] * n

@@ -4,7 +4,7 @@ One reward, several interchangeable graders ("backends") behind one interface:
 
 - ``rubric`` (``rlpost.rewards.rubric``): deterministic rules over the parsed decisions and causal factors; cheap,
   reproducible, and the teacher of the judge (its rationales are training targets).
-- ``judge`` (``rlpost.rewards.judge``): a judge model served by vLLM (in the JudgeServer Ray actor, or in the reward
+- ``judge`` (``rlpost.judge.critic``): a judge model served by vLLM (in the JudgeServer Ray actor, or in the reward
   worker) or any OpenAI-compatible endpoint, prompted with the same rubric; on CPU the project's own small judge
   distilled from the rubric (``rlpost sft --task judge``). Backends plug in by registering::
 
@@ -25,93 +25,13 @@ Bump the reward's version when a backend's grading changes (the version is part 
 from __future__ import annotations
 
 import inspect
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any
 
+from rlpost.rewards import rubric as _rubric  # noqa: F401  (registers the rubric backend)
+from rlpost.rewards.critic_backends import MAX_GRADE, CriticBackend, CritiqueRequest, get_critic_backend
 from rlpost.rewards.registry import register_reward
 from rlpost.rewards.types import Completion, RewardResult
-
-MAX_GRADE = 5
-
-
-@dataclass(frozen=True, slots=True)
-class CritiqueRequest:
-    """What a critic grades: the generated trace against the scenario's ground-truth trace (text only, SPEC §5.1)."""
-
-    scenario_id: str
-    trace: str
-    reference: str
-
-
-@dataclass(frozen=True, slots=True)
-class CritiqueGrade:
-    """A critic's verdict on one request.
-
-    grade: integer 0–5 (None unless status is ok/unparseable); status: ok | unparseable (grade 0: the generated trace
-    has no usable decision, or a judge's output is not a grade: ``details["unparseable"] == "judge_output"``) |
-    error (the critic could not grade: e.g. the reference does not parse, the judge is unreachable); rationale: one
-    or two sentences saying why (the judge's teacher signal); details: small JSON-serialisable diagnostics.
-    """
-
-    grade: int | None
-    status: Literal["ok", "unparseable", "error"] = "ok"
-    rationale: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class CriticBackend(Protocol):
-    """A grader: ``grade(requests)`` returns one ``CritiqueGrade`` per request, in order (or an awaitable of it).
-
-    Must not raise for a bad *sample* (return status unparseable/error for it); a raise fails the whole batch
-    (status error for each sample, with the message). ``name``/``version`` are set by the registration.
-    """
-
-    name: str
-    version: str
-
-    def grade(self, requests: Sequence[CritiqueRequest]) -> Any: ...
-
-
-_BACKENDS: dict[str, tuple[Callable[..., CriticBackend], str]] = {}
-_INSTANCES: dict[tuple[str, str], CriticBackend] = {}  # (backend, options as JSON): built once per process
-
-
-def register_critic_backend(name: str, *, version: str = "1"):
-    """Decorator: register a backend factory (a class or function taking keyword options) under ``name``."""
-
-    def decorate(factory: Callable[..., CriticBackend]) -> Callable[..., CriticBackend]:
-        old = _BACKENDS.get(name)
-        if old is not None and old[0].__qualname__ != factory.__qualname__:
-            raise ValueError(f"critic backend {name!r} is already registered by {old[0].__qualname__}")
-        _BACKENDS[name] = (factory, version)
-        return factory
-
-    return decorate
-
-
-def critic_backends() -> dict[str, str]:
-    """Registered backend names -> versions."""
-    return {name: version for name, (_, version) in sorted(_BACKENDS.items())}
-
-
-def get_critic_backend(name: str, **options: Any) -> CriticBackend:
-    """The backend ``name`` built with ``options`` (cached per process: a judge client is built once).
-
-    Raises ``KeyError`` naming the known backends for an unknown name.
-    """
-    if name not in _BACKENDS:
-        raise KeyError(f"unknown critic backend {name!r}; known: {sorted(_BACKENDS)}")
-    key = (name, json.dumps(options, sort_keys=True, default=repr))
-    if key not in _INSTANCES:
-        factory, version = _BACKENDS[name]
-        backend = factory(**options)
-        backend.name, backend.version = name, version
-        _INSTANCES[key] = backend
-    return _INSTANCES[key]
-
 
 def _to_results(grades: Any, n: int, backend: CriticBackend, normalise: bool) -> list[RewardResult]:
     if not isinstance(grades, (list, tuple)) or len(grades) != n:
@@ -161,8 +81,3 @@ def reasoning_critic(
         return finish()
     return _to_results(grades, len(requests), critic, normalise)
 
-
-# The rubric and judge backends register themselves on import; importing them here makes them available wherever
-# the reward is.
-from rlpost.rewards import rubric as _rubric  # noqa: E402,F401
-from rlpost.rewards import judge as _judge  # noqa: E402,F401  (light: vLLM/Ray load on first use)

@@ -1,6 +1,6 @@
 """Batch kernels of the trajectory reward: rollout, jerk and oriented-box collision, vectorised over samples.
 
-Each kernel equals its reference in ``rlpost.trajectory`` / ``rlpost.metrics`` (the unit tests compare them on
+Each kernel equals its reference in ``rlpost.domain.trajectory`` / ``rlpost.domain.metrics`` (the unit tests compare them on
 random batches) and is restructured only for speed on a batch of thousands of 64-step trajectories:
 - the rollout is written as cumulative sums instead of a Python loop over the 64 steps;
 - jerk reuses the rollout's cos/sin instead of recomputing every kinematic quantity;
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlpost.metrics import EGO_LENGTH, EGO_WIDTH
-from rlpost.trajectory import DT
+from rlpost.domain.metrics import EGO_LENGTH, EGO_WIDTH
+from rlpost.domain.trajectory import DT
 
 # Broad-phase slack [m]: the bound tests are conservative in real arithmetic; the slack keeps rounding from ever
 # rejecting a pair that the exact separating-axis test (touching counts as overlap) would accept.
@@ -50,7 +50,7 @@ def rollout_batch(controls: np.ndarray, v0: np.ndarray, dt: float = DT):
 
 def mean_squared_jerk_batch(states: np.ndarray, cos: np.ndarray, sin: np.ndarray, prefix: np.ndarray | None,
                             dt: float = DT) -> np.ndarray:
-    """Mean squared jerk [m²/s⁶] of ``prefix ⊕ states`` per sample, as ``rlpost.metrics.mean_squared_jerk``.
+    """Mean squared jerk [m²/s⁶] of ``prefix ⊕ states`` per sample, as ``rlpost.domain.metrics.mean_squared_jerk``.
 
     states ``(B, T, 4)`` with their cos/sin of yaw ``(B, T)``; prefix ``(B, P, 4)`` history states before step 1
     (the last one is t0), or None. Jerk is the magnitude of the second difference of the velocity vector
@@ -193,7 +193,7 @@ def _sat_overlap(dx, dy, c1, s1, hl1, hw1, c2, s2, hl2, hw2) -> np.ndarray:
     (dx, dy): centre of box 1 minus centre of box 2 [m]; (c, s): cos/sin of each heading; hl/hw: half length /
     half width [m]. The four candidate axes are the boxes' headings and normals; the other box's half extent on
     an axis depends only on the relative heading, whose |cos| and |sin| all four tests share. Touching counts as
-    overlap, as in ``rlpost.metrics.boxes_overlap`` (which this equals up to rounding at exact contact).
+    overlap, as in ``rlpost.domain.metrics.boxes_overlap`` (which this equals up to rounding at exact contact).
     """
     rc = np.abs(c1 * c2 + s1 * s2)  # |cos(θ1 − θ2)|
     rs = np.abs(c1 * s2 - s1 * c2)  # |sin(θ1 − θ2)|

@@ -1,6 +1,6 @@
 """Meta-action labels of many predicted trajectories at once: ``future_meta_actions`` restructured for a batch.
 
-``rlpost.meta_actions.future_meta_actions`` handles one trajectory per call; about half of its time is numpy
+``rlpost.domain.meta_actions.future_meta_actions`` handles one trajectory per call; about half of its time is numpy
 call overhead on 84-tick arrays. Here the per-tick part (increments, cumulative sums, indicators with hysteresis)
 runs once over the whole ``(B, H + T)`` batch, and only the segment merging and the per-segment classification
 run per sample, in plain Python on the few boundary values they read.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlpost import meta_actions as M
+from rlpost.domain import meta_actions as M
 
 _TWO_PI = 2 * np.pi
 

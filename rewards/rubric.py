@@ -1,6 +1,6 @@
 """The ``rubric`` critic backend: SPEC §5.1's 0–5 reasoning grade by deterministic rules.
 
-Both traces are parsed with ``rlpost.coc.parse_trace``. The grade combines two judgements:
+Both traces are parsed with ``rlpost.domain.coc.parse_trace``. The grade combines two judgements:
 
 Behaviour (the decisions). Each axis is compared and gets a relation:
   same      the same decision kind (and direction, where it has one; merge/split without a direction matches
@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from rlpost.coc import Decision, Lateral, Longitudinal, TraceParse, parse_trace
-from rlpost.rewards.critic import CritiqueGrade, CritiqueRequest, register_critic_backend
+from rlpost.domain.coc import Decision, Lateral, Longitudinal, TraceParse, parse_trace
+from rlpost.rewards.critic_backends import CritiqueGrade, CritiqueRequest, register_critic_backend
 
 SAME, SIMILAR, DIFFERENT, OPPOSITE = "same", "similar", "different", "opposite"
 BEHAVIOUR_LEVELS = ("exact", "rough", "partial", "wrong", "contradict")

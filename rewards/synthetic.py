@@ -2,7 +2,7 @@
 
 Each scenario is an ego on a straight road at constant speed for 2 s of history, with an expert plan for one of a
 few behaviours (cruise, stop, follow a braking lead, turn left, lane change right), a handful of agents, and a
-ground-truth CoC trace written by ``rlpost.coc.compose_trace`` from the behaviour's decision and factors. They are
+ground-truth CoC trace written by ``rlpost.domain.coc.compose_trace`` from the behaviour's decision and factors. They are
 real ``rlpost.scenarios.schema.Scenario`` records (no lanes, no traffic light), so tests exercise the real class.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from rlpost.rewards.types import Completion
 from rlpost.scenarios.schema import Scenario
-from rlpost.trajectory import DT, HORIZON, unicycle_rollout
+from rlpost.domain.trajectory import DT, HORIZON, unicycle_rollout
 
 HISTORY_STEPS = 20
 
@@ -62,7 +62,7 @@ def synthetic_scenario(index: int, kind: str | None = None, seed: int = 0, n_age
     kind: one of ``BEHAVIOURS`` (default: cycles by index). n_agents: agents besides the ego, the first a lead
     vehicle 25–40 m ahead in the ego lane, the others in the adjacent lanes or parked far ahead.
     """
-    from rlpost.coc import CausalFactor, Decision, compose_trace
+    from rlpost.domain.coc import CausalFactor, Decision, compose_trace
 
     kind = kind or BEHAVIOURS[index % len(BEHAVIOURS)]
     rng = np.random.default_rng([seed, index])

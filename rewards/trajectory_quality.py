@@ -5,8 +5,8 @@
 - L2²: mean over the 64 steps of the squared distance [m²] between the predicted and the expert (x, y). The mean,
   not the sum, keeps λ_L2 independent of the horizon length.
 - collision: the oriented ego box (4.0 × 2.0 m, AR1's evaluation box) overlaps a valid agent's box at the same
-  step of the future (``rlpost.metrics.collides`` semantics).
-- jerk²: mean squared jerk [m²/s⁶] (``rlpost.metrics.mean_squared_jerk``) of the last ``jerk_history_ticks``
+  step of the future (``rlpost.domain.metrics.collides`` semantics).
+- jerk²: mean squared jerk [m²/s⁶] (``rlpost.domain.metrics.mean_squared_jerk``) of the last ``jerk_history_ticks``
   history states ⊕ the prediction: with 3 history states the jerk is defined at t0, so a plan that starts with an
   acceleration jump away from the current motion is penalised too.
 Predicted states: ``unicycle_rollout(controls, v0=scenario.history[-1, 3])``.
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from rlpost.metrics import EGO_LENGTH, EGO_WIDTH
+from rlpost.domain.metrics import EGO_LENGTH, EGO_WIDTH
 from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
 from rlpost.rewards.registry import register_reward
 from rlpost.rewards.types import Completion, RewardResult, usable_controls
-from rlpost.trajectory import DT
+from rlpost.domain.trajectory import DT
 
 
 class ScenarioDataError(ValueError):

@@ -7,8 +7,8 @@ import sys
 
 
 def _run_config(args: argparse.Namespace):
-    from rlpost.config import load_config
-    from rlpost.run_config import RunConfig
+    from rlpost.common.config import load_config
+    from rlpost.rl.config import RunConfig
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # `rlpost demo trainer.steps=3`: no file, only overrides
@@ -18,8 +18,8 @@ def _run_config(args: argparse.Namespace):
 
 def _demo(args: argparse.Namespace) -> int:
     """data -> SFT -> GRPO -> report on the embedded tiny CPU defaults (or a given config)."""
-    from rlpost.pipeline import run_pipeline
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.apps.pipeline import run_pipeline
+    from rlpost.common.runtime import configure_cpu_runtime
 
     cfg = _run_config(args)
     configure_cpu_runtime(cfg.sft.threads)
@@ -30,11 +30,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """GRPO only, from cfg.init_checkpoint or the SFT stage's checkpoint."""
-    from rlpost.pipeline import ensure_data, ensure_sft
-    from rlpost.report import write_report
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.apps.pipeline import ensure_data, ensure_sft
+    from rlpost.apps.report import write_report
+    from rlpost.common.runtime import configure_cpu_runtime
     from rlpost.scenarios.schema import read_scenarios
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     cfg = _run_config(args)
     configure_cpu_runtime(1)
@@ -48,8 +48,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from rlpost.experiment import run_curation_study
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.apps.curation_study import run_curation_study
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(1)
     run_curation_study(args.configs, args.seeds, args.out, args.set)
@@ -57,8 +57,8 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _table9(args: argparse.Namespace) -> int:
-    from rlpost.ablation import run_table9
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.apps.table9 import run_table9
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(1)
     run_table9(args.seeds, args.out, args.config, args.set, args.arms, args.eval_scenarios, args.samples)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     t9.add_argument("--samples", type=int, default=6, help="samples per held-out scenario, K (default 6, as AR1)")
     t9.set_defaults(func=_table9)
     # Each component registers its own subcommands; imports stay light (heavy ones happen inside the handlers).
-    from rlpost.policy.cli import add_policy_subcommands
+    from rlpost.apps.policy_cli import add_policy_subcommands
     from rlpost.rewards.cli import add_rewards_subcommands
     from rlpost.scenarios.cli import add_data_subcommands
 

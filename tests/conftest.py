@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test process runs with one OpenMP thread and flushed denormals (rlpost.runtime)."""
+"""Shared fixtures. Every test process runs with one OpenMP thread and flushed denormals (rlpost.common.runtime)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rlpost.runtime import configure_cpu_runtime
+from rlpost.common.runtime import configure_cpu_runtime
 
 configure_cpu_runtime(threads=1)
 
@@ -14,7 +14,7 @@ configure_cpu_runtime(threads=1)
 @pytest.fixture(scope="session")
 def redis_url():
     """URL of a real Redis server: the one `make test` started (RLPOST_REDIS_URL), else one started here."""
-    from rlpost.local_redis import URL_ENV, LocalRedisServer, is_reachable
+    from rlpost.storage.local_redis import URL_ENV, LocalRedisServer, is_reachable
 
     url = os.environ.get(URL_ENV)
     if url and is_reachable(url):

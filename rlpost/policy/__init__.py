@@ -1,4 +1,4 @@
-"""The reasoning driving policy: tokenizer, scene encoder, model factory, constrained decoding, flow expert, SFT, eval.
+"""The reasoning driving policy: tokenizer, scene encoder, model factory, constrained decoding, flow expert, SFT.
 
 Modules (import what you need; nothing heavy is imported here):
 
@@ -12,7 +12,4 @@ Modules (import what you need; nothing heavy is imported here):
 - ``expert``      FlowActionExpert (flow matching behind a stop-gradient), (de)normalise_controls
 - ``data``        build_example, collate (teacher-forced SFT batches)
 - ``sft``         run_sft (DeepSpeed, gloo, ZeRO stage from config)
-- ``evaluate``    run_eval / evaluate_policy (token vs expert vs constant velocity, decisions, consistency, ...)
-- ``cli``         add_policy_subcommands(subparsers): ``rlpost sft CONFIG`` and ``rlpost eval CKPT``
-- ``synthetic``   tiny hand-made scenarios for tests and smoke runs
 """

@@ -18,7 +18,7 @@ from rlpost.policy.constraints import HFPhaseLogitsProcessor
 from rlpost.policy.expert import denormalise_controls
 from rlpost.policy.scene import encode_scene
 from rlpost.policy.tokenizer import COT_END, COT_START, PAD, TRAJ_END, TRAJ_START, TRAJ_TOKENS
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain.trajectory import unicycle_rollout
 
 
 def prompt_ids(policy, scenario) -> list[int]:

@@ -30,10 +30,10 @@ MODEL_CONFIG_FILE = "rlpost_model.json"
 
 
 def wording_corpus() -> list[str]:
-    """Texts covering the CoC vocabulary: rlpost.coc's DECISION_VOCABULARY and the wording tables' phrases."""
+    """Texts covering the CoC vocabulary: rlpost.domain.coc's DECISION_VOCABULARY and the wording tables' phrases."""
     texts: list[str] = []
     try:
-        from rlpost import coc_wording as w
+        from rlpost.domain import coc_wording as w
 
         for name in dir(w):
             value = getattr(w, name)
@@ -46,7 +46,7 @@ def wording_corpus() -> list[str]:
     except ImportError:
         pass
     try:
-        from rlpost.coc import DECISION_VOCABULARY
+        from rlpost.domain.coc import DECISION_VOCABULARY
 
         texts += [str(w) for w in DECISION_VOCABULARY]
     except ImportError:

@@ -109,7 +109,7 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
             log=print) -> SFTResult:
     """Train a policy on ``train`` scenarios (default: ``cfg.data`` split ``cfg.train_split``); returns the final
     checkpoint path, steps done, wall time and the metric rows."""
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(threads=cfg.threads)
     _single_process_env()
@@ -135,7 +135,7 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
 
     import deepspeed
 
-    from rlpost.runtime import init_deepspeed_distributed
+    from rlpost.common.runtime import init_deepspeed_distributed
 
     init_deepspeed_distributed("gloo")
     torch.manual_seed(cfg.seed)

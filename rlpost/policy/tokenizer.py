@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from rlpost.trajectory import HORIZON, TrajectoryTokenizer
+from rlpost.domain.trajectory import HORIZON, TrajectoryTokenizer
 
 PAD = "<|pad|>"
 UNK = "<|unk|>"

@@ -3,7 +3,7 @@
 Per network (one worker process each, at most ``workers`` at a time; libsumo allows one simulation per process):
 simulate → candidate keyframes (grid + reactive) → cheap filters → a seeded random sample of candidates is cut
 (neighbours, lanes, signal; collision filter) and labelled → a ranked, decision-stratified list → expert controls
-(:func:`rlpost.trajectory.controls_from_waypoints`, batched) → geometry filter (the controls must re-integrate to
+(:func:`rlpost.domain.trajectory.controls_from_waypoints`, batched) → geometry filter (the controls must re-integrate to
 the expert states) → validator filter. The parent then draws the final ``n`` rows round-robin over decisions
 (rarest first), and inside a decision round-robin over networks, so rare decisions and every network are
 represented. Everything is seeded: the same seed, nets and n give the same rows.
@@ -81,12 +81,12 @@ def build_net(net: str, seed: int, quota: int, duration: float | None = None) ->
     The report holds the simulation time, candidate and filter counts (degenerate, turnaround, comfort,
     collision, unexplained, geometry, validator) and wall times [s].
     """
-    from rlpost.coc import Decision  # noqa: F401  (fail early in the worker if the CoC module is missing)
+    from rlpost.domain.coc import Decision  # noqa: F401  (fail early in the worker if the CoC module is missing)
     from rlpost.scenarios.check import check_scenario, _consistency
     from rlpost.scenarios.labels import label_window
     from rlpost.scenarios.sumo_sim import simulate
     from rlpost.scenarios.windows import WindowCutter
-    from rlpost.trajectory import controls_from_waypoints, unicycle_rollout
+    from rlpost.domain.trajectory import controls_from_waypoints, unicycle_rollout
 
     t_start = time.perf_counter()
     s = net_seed(seed, net)

@@ -6,7 +6,7 @@ Per scenario it flags:
   whose evidence is not in the history at the time it claims (e.g. an agent it needs is absent at that step) —
   the trace would cite what only the future reveals ("causal confusion").
 - ``vague_decision``: no decision on either axis, a directional lateral decision without a direction, or a
-  trace that does not parse back to the stored decision (``rlpost.coc.parse_trace``).
+  trace that does not parse back to the stored decision (``rlpost.domain.coc.parse_trace``).
 - ``no_causal_link``: a factor whose kind cannot explain the decision (relevance table
   :data:`rlpost.scenarios.labels.RELEVANT`), an operating-domain factor (SUMO has no weather or roadworks), a
   factor whose category disagrees with its kind, or one whose evidence is absent at t0 (a red-light factor
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlpost.coc import Decision, parse_trace
+from rlpost.domain.coc import Decision, parse_trace
 from rlpost.scenarios.labels import FACTOR_KEYS, H_TIMES, RELEVANT
 from rlpost.scenarios.schema import HIST, Scenario
 
@@ -41,7 +41,7 @@ class Issue:
 
 
 def _consistency():
-    from rlpost.consistency import check_consistency
+    from rlpost.domain.consistency import check_consistency
 
     return check_consistency
 

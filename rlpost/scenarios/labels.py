@@ -9,7 +9,7 @@
   became observable (``observed_at`` ∈ [−1.9, 0] s: the start of the last run of history steps where its condition
   holds; static map facts are visible from −1.9 s), and only factors relevant to the decision are kept, ranked,
   at most ``MAX_FACTORS``.
-- **Trace** via :func:`rlpost.coc.compose_trace` with several wordings per factor (and the composer's own
+- **Trace** via :func:`rlpost.domain.coc.compose_trace` with several wordings per factor (and the composer's own
   templates and synonyms per decision), seeded per scenario.
 
 Each factor also carries a machine key (``FACTOR_KEYS``) that the validator uses to re-check its evidence.
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlpost.coc import CausalFactor, Decision, compose_trace
-from rlpost.meta_actions import future_meta_actions
+from rlpost.domain.coc import CausalFactor, Decision, compose_trace
+from rlpost.domain.meta_actions import future_meta_actions
 from rlpost.scenarios.windows import HIST
 
 MAX_FACTORS = 3

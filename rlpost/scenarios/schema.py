@@ -40,7 +40,7 @@ class Scenario:
     """One labelled ego window. Shapes: history ``(20, 4)``, future ``(64, 4)``, expert_controls ``(64, 2)``,
     agent_states ``(N, 84, 4)``, agent_size ``(N, 2)``, agent_valid ``(N, 84)`` bool; lanes: (id, ``(P, 2)``).
 
-    decision: longitudinal / lateral / direction values of :mod:`rlpost.coc` (strings) or None.
+    decision: longitudinal / lateral / direction values of :mod:`rlpost.domain.coc` (strings) or None.
     factors: (category, text, observed_at [s]); factor_keys: the labeller's key per factor (validator evidence).
     """
 

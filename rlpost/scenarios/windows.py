@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlpost.metrics import collides, comfort_violations
+from rlpost.domain.metrics import collides, comfort_violations
 
 HIST = 20  # history states, t = −1.9 … 0 s (t0 included)
 FUT = 64  # future states, t = 0.1 … 6.4 s

@@ -26,7 +26,7 @@ def tiny_checkpoint_with_expert(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def single_rank_env():
-    from rlpost.local_redis import free_port
+    from rlpost.storage.local_redis import free_port
 
     env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}

@@ -34,8 +34,8 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
     import ray
 
     from rlpost.curation.schedule import CurationConfig
-    from rlpost.local_redis import LocalRedisServer, free_port
-    from rlpost.train import train
+    from rlpost.storage.local_redis import LocalRedisServer, free_port
+    from rlpost.loop.train import train
 
     port = free_port()
     server = LocalRedisServer(port=port).start()
@@ -87,7 +87,7 @@ def test_learner_death_ends_the_run_with_a_resumable_checkpoint(tmp_path, tiny_c
     import ray
 
     from rlpost.actors.common import ActorDiedError
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     out = tmp_path / "learner"
     cfg = run_config(out, redis_url, steps=3, staleness=0)

@@ -28,7 +28,7 @@ def ray_session():
 
 
 def run_config(out, redis_url, **trainer):
-    from rlpost.run_config import RunConfig
+    from rlpost.rl.config import RunConfig
 
     return RunConfig(
         name=f"test-{abs(hash(str(out))) % 10**6}", out=str(out), redis_url=redis_url, rewards=FAST_REWARDS,
@@ -40,7 +40,7 @@ def run_config(out, redis_url, **trainer):
 
 
 def scenarios():
-    from rlpost.policy.synthetic import make_scenarios
+    from synthetic_policy import make_scenarios
 
     return make_scenarios(16, "train"), make_scenarios(4, "val", seed=1)
 
@@ -52,7 +52,7 @@ def test_grpo_with_overlap_and_online_curation(tmp_path, tiny_checkpoint, redis_
     import redis
 
     from rlpost.curation.schedule import CurationConfig
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     pool, held = scenarios()
     out = tmp_path / "full"
@@ -91,7 +91,7 @@ def test_grpo_with_overlap_and_online_curation(tmp_path, tiny_checkpoint, redis_
 
 def test_resume_after_a_stop_gives_the_same_metrics(tmp_path, tiny_checkpoint, redis_url, ray_session):
     """A run that stops after its step-2 checkpoint and resumes to step 4 matches the uninterrupted run."""
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     pool, held = scenarios()
     part = tmp_path / "part"
@@ -108,8 +108,8 @@ def test_resume_after_a_stop_gives_the_same_metrics(tmp_path, tiny_checkpoint, r
 
 
 def test_bad_config_is_refused_before_any_actor_starts():
-    from rlpost.config import ConfigError, load_config
-    from rlpost.run_config import RunConfig
+    from rlpost.common.config import ConfigError, load_config
+    from rlpost.rl.config import RunConfig
 
     with pytest.raises(ConfigError, match="learner.num_ranks"):
         load_config(RunConfig, None, ["learner.num_ranks=3", "trainer.scenarios_per_step=4", "rollout.group_size=4"])

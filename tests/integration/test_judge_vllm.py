@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def judge(tmp_path_factory):
     """A tiny judge trained for a few hundred steps on synthetic references (seconds; agreement not the point)."""
     pytest.importorskip("vllm")
-    from rlpost.policy.judge import JudgeConfig, run_judge_sft
+    from rlpost.judge.sft import JudgeConfig, run_judge_sft
     from rlpost.rewards.synthetic import synthetic_scenarios
 
     out = tmp_path_factory.mktemp("judge")
@@ -39,7 +39,7 @@ def batch():
     """Completions whose traces are perturbed references (varied grades), aligned with their scenarios."""
     import random
 
-    from rlpost.policy.judge import perturb, references_from
+    from rlpost.judge.sft import perturb, references_from
     from rlpost.rewards.synthetic import synthetic_scenarios
     from rlpost.rewards.types import Completion
 
@@ -56,7 +56,7 @@ def _hf_grades(checkpoint, comps, scenarios):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rlpost.policy.judge import JudgePromptEncoder, JudgeSpec, predict_grades
+    from rlpost.judge.sft import JudgePromptEncoder, JudgeSpec, predict_grades
     from rlpost.policy.tokenizer import PAD, PolicyTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
@@ -75,7 +75,7 @@ def _spec(params):
 
 def test_judge_backend_local_vllm_and_redis_cache(judge, batch, redis_url):
     from rlpost.rewards.cache import RewardCache
-    from rlpost.rewards.pipeline import RewardPipeline
+    from rlpost.rewards.compose import RewardPipeline
 
     comps, scenarios = batch
     cache = RewardCache(redis_url, prefix=f"rlpost:test-judge:{os.getpid()}")
@@ -108,11 +108,11 @@ def test_judge_server_actor_found_by_name_from_the_reward_actor(judge, batch):
     connected) finds the cluster through its ancestor raylet and the JudgeServer by name and namespace."""
     ray = pytest.importorskip("ray")
     from rlpost.actors.common import actor_env
-    from rlpost.actors.judge import start_judge_server, stop_judge_server
+    from rlpost.actors.judge_server import start_judge_server, stop_judge_server
     from rlpost.actors.reward import RewardWorker
-    from rlpost.rewards.judge import ADDRESS_ENV
+    from rlpost.judge.critic import ADDRESS_ENV
     from rlpost.rewards.spec import RewardsConfig
-    from rlpost.runtime import LOOPBACK_ENV
+    from rlpost.common.runtime import LOOPBACK_ENV
 
     comps, scenarios = batch
     for k, v in LOOPBACK_ENV.items():

@@ -5,7 +5,7 @@ import sys
 import pytest
 import redis
 
-from rlpost.local_redis import URL_ENV, LocalRedisServer, is_reachable, server_binary
+from rlpost.storage.local_redis import URL_ENV, LocalRedisServer, is_reachable, server_binary
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_run_wrapper_starts_a_server_when_none_is_reachable():
         "assert r.ping(); raise SystemExit(7)"
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "rlpost.local_redis", "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "rlpost.storage.local_redis", "--", sys.executable, "-c", code],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 7, proc.stderr  # the command's exit code is propagated

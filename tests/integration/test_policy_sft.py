@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def sft_run(tmp_path_factory):
     from rlpost.policy.config import ModelConfig, SFTConfig
     from rlpost.policy.sft import run_sft
-    from rlpost.policy.synthetic import make_scenarios
+    from synthetic_policy import make_scenarios
 
     out = tmp_path_factory.mktemp("sft")
     cfg = SFTConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=4, eval_every=20, eval_scenarios=8, out=str(out),
@@ -34,8 +34,8 @@ def test_checkpoint_loads_and_evaluates(sft_run, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlpost.policy.config import EvalConfig
-    from rlpost.policy.evaluate import run_eval
-    from rlpost.policy.synthetic import make_scenarios
+    from rlpost.apps.evaluate import run_eval
+    from synthetic_policy import make_scenarios
 
     ckpt = sft_run.checkpoint
     assert AutoModelForCausalLM.from_pretrained(str(ckpt)).config.model_type == "qwen2"
@@ -50,8 +50,8 @@ def test_checkpoint_loads_and_evaluates(sft_run, tmp_path):
 
 
 def test_cli_config_and_errors(tmp_path):
-    from rlpost.config import ConfigError
-    from rlpost.policy.cli import load_policy_config
+    from rlpost.common.config import ConfigError
+    from rlpost.apps.policy_cli import load_policy_config
 
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("model: {size: tiny, num_bins: 64}\nsft: {steps: 5}\ntrainer: {whatever: 1}\n")

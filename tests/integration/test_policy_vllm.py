@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def checkpoint(tmp_path_factory):
     from rlpost.policy.config import ModelConfig
     from rlpost.policy.model import load_policy, new_policy, save_policy
-    from rlpost.policy.synthetic import make_scenarios
+    from synthetic_policy import make_scenarios
 
     sc = make_scenarios(8, "val")
     # A large init std: a std-0.02 random model repeats one token whatever its weights, which would prove nothing.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rlpost.rewards.cache import RewardCache
-from rlpost.rewards.pipeline import RewardPipeline
+from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.spec import RewardsConfig
 from rlpost.rewards.synthetic import expert_completion, synthetic_scenarios
 from rlpost.rewards.types import Completion, RewardResult

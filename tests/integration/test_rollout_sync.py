@@ -7,10 +7,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_generate_stamp_and_sync(tiny_checkpoint, single_rank_env):
-    from rlpost.learner import GRPOLearner, make_train_batch
-    from rlpost.policy.synthetic import make_scenarios
-    from rlpost.rollout import RolloutEngine
-    from rlpost.run_config import LearnerConfig, RolloutConfig
+    from rlpost.rl.learner import GRPOLearner, make_train_batch
+    from synthetic_policy import make_scenarios
+    from rlpost.rl.rollout import RolloutEngine
+    from rlpost.rl.config import LearnerConfig, RolloutConfig
 
     engine = RolloutEngine(tiny_checkpoint, RolloutConfig(), seed=0)
     scenarios = make_scenarios(3)

@@ -1,7 +1,7 @@
 import pytest
 import redis
 
-from rlpost.store import SelectionStore
+from rlpost.storage.store import SelectionStore
 
 pytestmark = pytest.mark.integration
 

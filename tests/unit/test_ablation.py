@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rlpost.ablation import ARMS, arm_config, summarise
-from rlpost.ablation_report import findings, verdict, write_table9_report
-from rlpost.config import load_config
-from rlpost.run_config import RunConfig
+from rlpost.apps.table9 import ARMS, arm_config, summarise
+from rlpost.apps.table9_report import findings, verdict, write_table9_report
+from rlpost.common.config import load_config
+from rlpost.rl.config import RunConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "table9.yaml"
 
@@ -113,7 +113,7 @@ def test_report_has_the_table_the_findings_the_expert_answer_and_curves(tmp_path
 
 
 def test_train_batch_marks_the_expert_prefix_and_carries_targets():
-    from rlpost.learner import make_train_batch
+    from rlpost.rl.learner import make_train_batch
 
     batch = make_train_batch([[5, 6, 7], [5, 6]], [[8, 9, 10, 11], [8, 9]], [[0.0] * 4, [0.0] * 2], [1.0, -1.0], 0,
                              prefix_lengths=[5, 0], expert_targets=[np.zeros((64, 2)), np.ones((64, 2))])
@@ -128,7 +128,7 @@ def test_train_batch_marks_the_expert_prefix_and_carries_targets():
 
 def test_expert_inputs_cut_the_prefix_after_traj_start_and_prepare_targets_as_sft():
     from rlpost.policy.expert import normalise_controls
-    from rlpost.train import expert_inputs
+    from rlpost.loop.train import expert_inputs
 
     tok = SimpleNamespace(id=lambda name: 99, bins=SimpleNamespace(accel_range=(-4.0, 4.0),
                                                                    curvature_range=(-0.15, 0.15)))

@@ -8,8 +8,9 @@ import string
 
 import pytest
 
-from rlpost import coc, coc_wording
-from rlpost.coc import (
+from rlpost.domain import coc
+from rlpost.domain import coc_wording
+from rlpost.domain.coc import (
     ALL_DECISIONS,
     DECISION_VOCABULARY,
     DIRECTIONAL_LATERAL,

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import Field
 
-from rlpost.config import ConfigError, StrictModel, apply_override, load_config
+from rlpost.common.config import ConfigError, StrictModel, apply_override, load_config
 
 
 class Inner(StrictModel):

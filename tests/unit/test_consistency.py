@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlpost.coc import ALL_DECISIONS, Decision, Direction, Lateral, Longitudinal, parse_trace
-from rlpost.consistency import (
+from rlpost.domain.coc import ALL_DECISIONS, Decision, Direction, Lateral, Longitudinal, parse_trace
+from rlpost.domain.consistency import (
     LATERAL,
     LATERAL_LABELS,
     LONGITUDINAL,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rlpost import grpo
+from rlpost.rl import grpo
 
 
 def test_group_advantages_golden():

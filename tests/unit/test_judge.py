@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rlpost.coc import Direction, parse_trace
-from rlpost.policy.judge import (
+from rlpost.domain.coc import Direction, parse_trace
+from rlpost.judge.sft import (
     GRADE_TOKENS,
     PERTURBATIONS,
     JudgePromptEncoder,
@@ -21,8 +21,9 @@ from rlpost.policy.judge import (
     perturb,
     references_from,
 )
-from rlpost.rewards.critic import CritiqueRequest, get_critic_backend, reasoning_critic
-from rlpost.rewards.judge import JudgeCritic, parse_grade
+from rlpost.rewards.critic import reasoning_critic
+from rlpost.rewards.critic_backends import CritiqueRequest, get_critic_backend
+from rlpost.judge.critic import JudgeCritic, parse_grade
 from rlpost.rewards.rubric import RubricCritic
 from rlpost.rewards.synthetic import synthetic_scenarios
 from rlpost.rewards.types import Completion
@@ -229,9 +230,9 @@ def test_prompt_encoding_matches_the_tokenizer_and_grades_are_single_tokens(refs
 def test_judge_config_from_overrides_and_cli_wiring(tmp_path):
     import argparse
 
-    from rlpost.config import ConfigError
-    from rlpost.policy.cli import add_policy_subcommands
-    from rlpost.policy.judge import load_judge_config
+    from rlpost.common.config import ConfigError
+    from rlpost.apps.policy_cli import add_policy_subcommands
+    from rlpost.judge.sft import load_judge_config
 
     cfg = load_judge_config(None, ["judge.steps=10", "judge.size=tiny"])
     assert (cfg.steps, cfg.size, cfg.out) == (10, "tiny", "runs/judge")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlpost.meta_actions import (
+from rlpost.domain.meta_actions import (
     ACCEL_CUTS,
     HYSTERESIS,
     LATERAL_LABELS,
@@ -23,7 +23,7 @@ from rlpost.meta_actions import (
     detect_meta_actions,
     future_meta_actions,
 )
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain.trajectory import unicycle_rollout
 
 H = 20  # history states prepended to every 64-step future
 

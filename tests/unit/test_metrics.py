@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rlpost import metrics
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain import metrics
+from rlpost.domain.trajectory import unicycle_rollout
 
 
 def line(speed, steps=64, y=0.0):

@@ -11,7 +11,7 @@ from rlpost.policy.data import build_example, collate
 from rlpost.policy.expert import FlowActionExpert, denormalise_controls, normalise_controls
 from rlpost.policy.generate import expert_controls, prompt_ids
 from rlpost.policy.model import PolicyModel, new_policy
-from rlpost.policy.synthetic import make_scenarios
+from synthetic_policy import make_scenarios
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from rlpost.policy.scene import encode_scene, qword, scene_vocabulary
-from rlpost.policy.synthetic import make_scenario
+from synthetic_policy import make_scenario
 
 
 def test_qword_bins_and_clipping():

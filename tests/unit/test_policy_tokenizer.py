@@ -10,7 +10,7 @@ import pytest
 from rlpost.policy.config import ModelConfig
 from rlpost.policy.model import build_tokenizer, wording_corpus
 from rlpost.policy.scene import scene_vocabulary
-from rlpost.policy.synthetic import make_scenarios
+from synthetic_policy import make_scenarios
 from rlpost.policy.tokenizer import COT_END, COT_START, TRAJ_END, TRAJ_START, PolicyTokenizer, scene_token
 
 
@@ -37,7 +37,7 @@ def test_composed_traces_cover_vocabulary(tok):
     """Traces composed for every decision with fresh randomness: every word is one whole token."""
     import re
 
-    from rlpost.coc import ALL_DECISIONS, CausalFactor, FactorCategory, compose_trace
+    from rlpost.domain.coc import ALL_DECISIONS, CausalFactor, FactorCategory, compose_trace
 
     rng = random.Random(7)
     split = set()

@@ -14,7 +14,7 @@ from reward_fixtures import make_batch
 from rlpost.rewards import RewardResult, available_rewards, register_reward, resolve_reward
 from rlpost.rewards.cache import completion_key
 from rlpost.rewards.cli import add_rewards_subcommands, main
-from rlpost.rewards.pipeline import RewardPipeline
+from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.registry import UNVERSIONED
 from rlpost.rewards.spec import RewardsConfig, RewardSpec
 from rlpost.rewards.types import Completion, normalise_results

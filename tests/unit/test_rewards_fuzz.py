@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from reward_fixtures import synthetic_scenarios
 
-from rlpost.rewards.pipeline import RewardPipeline
+from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.spec import RewardSpec
 from rlpost.rewards.synthetic import garbage_completion
 from rlpost.rewards.types import STATUSES, Completion

@@ -8,7 +8,7 @@ import pytest
 import reward_plugins as P
 
 from rlpost.rewards.guard import GuardedReward
-from rlpost.rewards.pipeline import RewardPipeline
+from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.registry import resolve_reward
 from rlpost.rewards.spec import RewardSpec
 

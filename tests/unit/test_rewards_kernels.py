@@ -1,13 +1,13 @@
-"""The batch kernels equal their references in rlpost.trajectory / rlpost.metrics."""
+"""The batch kernels equal their references in rlpost.domain.trajectory / rlpost.domain.metrics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rlpost.metrics import collides, mean_squared_jerk
+from rlpost.domain.metrics import collides, mean_squared_jerk
 from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain.trajectory import unicycle_rollout
 
 
 def _controls(rng, b, t=64):

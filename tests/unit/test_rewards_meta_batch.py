@@ -1,13 +1,13 @@
-"""The batched meta-action labeller equals rlpost.meta_actions.future_meta_actions, sample by sample."""
+"""The batched meta-action labeller equals rlpost.domain.meta_actions.future_meta_actions, sample by sample."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rlpost.meta_actions import future_meta_actions
+from rlpost.domain.meta_actions import future_meta_actions
 from rlpost.rewards.meta_batch import future_labels_batch
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain.trajectory import unicycle_rollout
 
 
 def _history(v0: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.config import ConfigError, load_config
-from rlpost.run_config import RunConfig
+from rlpost.common.config import ConfigError, load_config
+from rlpost.rl.config import RunConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

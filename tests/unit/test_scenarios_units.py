@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from rlpost.coc import CausalFactor, Decision, compose_trace
+from rlpost.domain.coc import CausalFactor, Decision, compose_trace
 from rlpost.scenarios.build import _stratified, build_dataset, net_seed
 from rlpost.scenarios.check import check_scenario, validate
 from rlpost.scenarios.labels import _since

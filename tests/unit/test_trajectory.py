@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rlpost.trajectory import TrajectoryTokenizer, controls_from_waypoints, unicycle_rollout
+from rlpost.domain.trajectory import TrajectoryTokenizer, controls_from_waypoints, unicycle_rollout
 
 
 def smooth_controls(rng, n, steps=64):

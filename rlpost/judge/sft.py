@@ -3,10 +3,10 @@
 Why. SPEC §5.1 grades a generated trace against the ground truth with a large reasoning model; on a CPU machine no
 general-purpose instruction LLM is available, so ``rlpost sft --task judge`` distils the deterministic ``rubric``
 backend (``rlpost.rewards.rubric``) into a tiny Qwen2 that vLLM serves like any judge model. The ``judge`` backend
-(``rlpost.rewards.judge``) then runs for real on CPU; on a GPU cluster the same backend points at a real LLM.
+(``rlpost.judge.critic``) then runs for real on CPU; on a GPU cluster the same backend points at a real LLM.
 
 Pairs. For each ground-truth scenario (``coc_trace``, decision, factors), :func:`perturb` writes candidate traces
-with varied errors, composed by ``rlpost.coc.compose_trace`` with fresh rng seeds (so the wording is always a
+with varied errors, composed by ``rlpost.domain.coc.compose_trace`` with fresh rng seeds (so the wording is always a
 paraphrase): an exact paraphrase; a wrong longitudinal decision; a wrong lateral kind; the opposite direction;
 both axes wrong; an axis dropped; missing / extra / irrelevant (weather, works) / replaced factors; decision and
 factor errors together; another scenario's trace; and garbage (word soup, shuffled or truncated traces, noise,
@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 # The judge is split in three modules; every name stays importable from here.
-from rlpost.policy.judge_data import (  # noqa: F401 (re-exported)
+from rlpost.judge.data import (  # noqa: F401 (re-exported)
     PERTURBATION_WEIGHTS,
     PERTURBATIONS,
     JudgePair,
@@ -57,7 +57,7 @@ from rlpost.policy.judge_data import (  # noqa: F401 (re-exported)
     perturb,
     references_from,
 )
-from rlpost.policy.judge_model import (  # noqa: F401 (re-exported)
+from rlpost.judge.model import (  # noqa: F401 (re-exported)
     GRADE_TOKENS,
     JUDGE_FILE,
     PROMPT_TEMPLATE,
@@ -171,7 +171,7 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     from rlpost.policy.model import build_backbone
     from rlpost.policy.sft import _single_process_env, ds_config
     from rlpost.policy.tokenizer import PAD
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(threads=cfg.threads)
     t0 = time.time()
@@ -223,7 +223,7 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
         import deepspeed
 
         _single_process_env()
-        from rlpost.runtime import init_deepspeed_distributed
+        from rlpost.common.runtime import init_deepspeed_distributed
 
         init_deepspeed_distributed("gloo")
         engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
@@ -358,8 +358,8 @@ class _PlainEngine:
 
 
 def vllm_agreement(checkpoint: str | Path, pairs: Sequence[JudgePair]) -> dict[str, Any]:
-    """Agreement of the checkpoint served by vLLM (``rlpost.rewards.judge.JudgeEngine``) with the rubric."""
-    from rlpost.rewards.judge import JudgeEngine, parse_grade
+    """Agreement of the checkpoint served by vLLM (``rlpost.judge.critic.JudgeEngine``) with the rubric."""
+    from rlpost.judge.critic import JudgeEngine, parse_grade
 
     engine = JudgeEngine(checkpoint)
     texts = engine.complete([(p.reference, p.candidate) for p in pairs])
@@ -391,7 +391,7 @@ class _JudgeFile(BaseModel):
 
 def load_judge_config(path: str | None, overrides: Sequence[str] = ()) -> JudgeConfig:
     """The ``judge:`` section of a YAML file (optional) + dotted overrides ``judge.steps=200``."""
-    from rlpost.config import ConfigError, load_config
+    from rlpost.common.config import ConfigError, load_config
 
     for o in overrides:
         if not re.match(r"^judge\.", o):

@@ -1,11 +1,11 @@
 """JudgeServer: the reasoning judge's vLLM engine in its own named Ray actor, shared by every reward process.
 
-    from rlpost.actors.judge import start_judge_server
+    from rlpost.actors.judge_server import start_judge_server
     server = start_judge_server("runs/judge/final")           # name "rlpost-judge", namespace "rlpost"
     ... rewards: {name: reasoning_critic, cache: true, params: {backend: judge, model: runs/judge/final}}
     stop_judge_server(server)
 
-The ``judge`` critic backend (``rlpost.rewards.judge``) looks the actor up by name in its namespace (named actors
+The ``judge`` critic backend (``rlpost.judge.critic``) looks the actor up by name in its namespace (named actors
 in Ray's default anonymous namespace are invisible to other jobs, and a guarded reward worker that connects to
 the cluster is another job). The actor is *owned* by the process that starts it (it dies with that driver) unless
 ``detached=True``; whoever builds the run starts it before the reward workers and stops it at shutdown.
@@ -18,16 +18,16 @@ import os
 import ray
 
 from rlpost.actors.common import actor_env
-from rlpost.rewards.judge import ADDRESS_ENV, DEFAULT_NAMESPACE, DEFAULT_SERVER
+from rlpost.judge.critic import ADDRESS_ENV, DEFAULT_NAMESPACE, DEFAULT_SERVER
 
 
 @ray.remote
 class JudgeServer:
-    """A :class:`rlpost.rewards.judge.JudgeEngine` (vLLM) answering batched ``complete(pairs)`` calls."""
+    """A :class:`rlpost.judge.critic.JudgeEngine` (vLLM) answering batched ``complete(pairs)`` calls."""
 
     def __init__(self, model: str, threads: int = 1, **engine_options):
-        from rlpost.rewards.judge import JudgeEngine
-        from rlpost.runtime import configure_cpu_runtime
+        from rlpost.judge.critic import JudgeEngine
+        from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
         self.engine = JudgeEngine(model, **engine_options)

@@ -17,14 +17,14 @@ SECTIONS = ("model", "sft", "eval")
 
 def load_policy_config(path: str | None, overrides: list[str] = ()) -> PolicyRunConfig:
     """The policy sections of a YAML run config (+ dotted overrides), validated."""
-    from rlpost.config import load_config
+    from rlpost.common.config import load_config
 
     return load_config(PolicyRunConfig, path, overrides, sections=SECTIONS)
 
 
 def _sft(args: argparse.Namespace) -> int:
-    if args.task == "judge":  # the reasoning judge (rlpost.policy.judge): its own `judge:` section and overrides
-        from rlpost.policy.judge import load_judge_config, run_judge_sft
+    if args.task == "judge":  # the reasoning judge (rlpost.judge.sft): its own `judge:` section and overrides
+        from rlpost.judge.sft import load_judge_config, run_judge_sft
 
         config, overrides = args.config, list(args.overrides)
         if config is not None and "=" in config and not Path(config).is_file():  # `--task judge judge.steps=100`
@@ -33,7 +33,7 @@ def _sft(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise SystemExit("rlpost sft: a YAML run config is required for --task policy")
-    from rlpost.policy.evaluate import run_eval
+    from rlpost.apps.evaluate import run_eval
     from rlpost.policy.sft import run_sft
 
     cfg = load_policy_config(args.config, args.overrides)
@@ -45,7 +45,7 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rlpost.policy.evaluate import run_eval
+    from rlpost.apps.evaluate import run_eval
 
     cfg = load_policy_config(args.config, args.overrides).eval
     update = {k: v for k, v in {"split": args.split, "engine": args.engine, "data": args.data, "out": args.out,
@@ -64,7 +64,7 @@ def add_policy_subcommands(subparsers) -> None:
                                                   "(--task judge: judge.steps=2000 judge.out=runs/judge)")
     sft.add_argument("--task", choices=("policy", "judge"), default="policy",
                      help="policy: the driving policy (default); judge: distil the 0-5 reasoning rubric into a small "
-                          "judge model for the reasoning_critic judge backend (rlpost.policy.judge)")
+                          "judge model for the reasoning_critic judge backend (rlpost.judge.sft)")
     sft.add_argument("--no-eval", action="store_true", help="skip the evaluation of the final checkpoint")
     sft.set_defaults(func=_sft)
     ev = subparsers.add_parser("eval", help="ADE/FDE/minADE (token and expert), decision accuracy, consistency, ...")
@@ -80,7 +80,7 @@ def add_policy_subcommands(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m rlpost.policy.cli sft configs/tiny.yaml``) until the root CLI wires it."""
+    """Stand-alone entry (``python -m rlpost.apps.policy_cli sft configs/tiny.yaml``) until the root CLI wires it."""
     parser = argparse.ArgumentParser(prog="rlpost-policy")
     add_policy_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlpost._checks import as_float_array, check_positive
+from rlpost.common.checks import as_float_array, check_positive
 
 DT = 0.1  # s, the 10 Hz step of every trajectory in the project
 HORIZON = 64  # future steps (6.4 s)

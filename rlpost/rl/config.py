@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
-from rlpost.config import StrictModel
+from rlpost.common.config import StrictModel
 from rlpost.curation.schedule import CurationConfig
 from rlpost.policy.config import EvalConfig, ModelConfig, SFTConfig
 from rlpost.rewards.spec import RewardsConfig
@@ -65,7 +65,7 @@ class RolloutConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """The policy loss from the registry in rlpost.grpo (SPEC §6)."""
+    """The policy loss from the registry in rlpost.rl.grpo (SPEC §6)."""
 
     name: Literal["ppo_clip", "ar1_softmax"] = Field("ppo_clip", description="registered policy loss")
     eps_low: float = Field(0.2, ge=0, description="ppo_clip: lower clip range (ratio >= 1 - eps_low)")
@@ -171,7 +171,7 @@ class RunConfig(StrictModel):
         except (ValueError, ImportError) as exc:
             problems.append(f"rewards: {exc}")
         if problems:
-            from rlpost.config import ConfigError
+            from rlpost.common.config import ConfigError
 
             raise ConfigError("config cannot run:\n  " + "\n  ".join(problems))
 

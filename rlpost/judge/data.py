@@ -1,9 +1,9 @@
 """The judge's training data: ground-truth references, perturbed candidate traces and their rubric labels.
 
 For each ground-truth scenario (``coc_trace``, decision, factors), :func:`perturb` writes candidate traces with
-varied errors, composed by ``rlpost.coc.compose_trace`` with fresh rng seeds (so the wording is always a
+varied errors, composed by ``rlpost.domain.coc.compose_trace`` with fresh rng seeds (so the wording is always a
 paraphrase); :func:`make_pairs` labels each with the rubric's grade of the final text (an unparseable candidate
-grades 0). The rest of the judge (prompt, model, training, agreement) is ``rlpost.policy.judge``.
+grades 0). The rest of the judge (prompt, model, training, agreement) is ``rlpost.judge.sft``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlpost.coc import (
+from rlpost.domain.coc import (
     DIRECTIONAL_LATERAL,
     OPTIONAL_DIRECTION_LATERAL,
     CausalFactor,
@@ -119,7 +119,7 @@ def _reword(factors: Sequence[CausalFactor], rng: random.Random) -> list[CausalF
 
 
 def _visible(ref: Reference) -> list[CausalFactor]:
-    from rlpost.coc import MAX_FACTORS_IN_TRACE
+    from rlpost.domain.coc import MAX_FACTORS_IN_TRACE
 
     return list(ref.factors[:MAX_FACTORS_IN_TRACE])
 
@@ -133,7 +133,7 @@ def _drop_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
 
 
 def _add_factors(ref: Reference, rng: random.Random, pool: Sequence[FactorCategory] = _CATEGORIES) -> list[CausalFactor]:
-    from rlpost.coc import MAX_FACTORS_IN_TRACE
+    from rlpost.domain.coc import MAX_FACTORS_IN_TRACE
 
     fs = _reword(_visible(ref), rng)
     have = {f.category for f in fs}
@@ -166,7 +166,7 @@ def _partial_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
 
 
 def _garbage(ref: Reference, rng: random.Random, pool: Sequence[Reference]) -> str:
-    from rlpost.coc import DECISION_VOCABULARY
+    from rlpost.domain.coc import DECISION_VOCABULARY
 
     style = rng.randrange(7)
     words = ref.trace.split()
@@ -270,7 +270,7 @@ def make_pairs(references: Sequence[Reference], per_reference: int, seed: int,
                pool: Sequence[Reference] | None = None) -> list[JudgePair]:
     """``per_reference`` perturbed candidates per reference, labelled by the rubric (pairs whose reference does not
     parse are dropped: they are data defects). Deterministic for a seed."""
-    from rlpost.rewards.critic import CritiqueRequest
+    from rlpost.rewards.critic_backends import CritiqueRequest
     from rlpost.rewards.rubric import RubricCritic
 
     rubric = RubricCritic()

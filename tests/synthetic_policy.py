@@ -2,7 +2,7 @@
 
 Four behaviours driven by the scene, so a model can learn them: cruise (keep speed), follow a slower lead vehicle,
 stop for a red light, turn left/right where the ego lane bends. The future is the unicycle rollout of the expert
-controls; the trace is written by ``rlpost.coc.compose_trace`` when available.
+controls; the trace is written by ``rlpost.domain.coc.compose_trace`` when available.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlpost.trajectory import unicycle_rollout
+from rlpost.domain.trajectory import unicycle_rollout
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SyntheticScenario:
 
 def _trace(lon: str, lat: str | None, direction: str | None, factor_cat: str | None, rng: random.Random) -> str:
     try:
-        from rlpost.coc import CausalFactor, Decision, compose_trace
+        from rlpost.domain.coc import CausalFactor, Decision, compose_trace
 
         factors = [CausalFactor(factor_cat)] if factor_cat else []
         return compose_trace(Decision(lon, lat, direction), factors, rng)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlpost.run_config import RunConfig
+from rlpost.rl.config import RunConfig
 
 
 def ensure_data(cfg: RunConfig, log=print) -> Path:
@@ -40,9 +40,9 @@ def ensure_sft(cfg: RunConfig, log=print) -> str:
 
 def run_pipeline(cfg: RunConfig, log=print) -> Path:
     """Run every stage; returns the report path."""
-    from rlpost.report import write_report
+    from rlpost.apps.report import write_report
     from rlpost.scenarios.schema import read_scenarios
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     t0 = time.time()
     data = ensure_data(cfg, log)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
-from rlpost.rollout import RolloutRecord
+from rlpost.rl.rollout import RolloutRecord
 
 
 def _jsonable(value):

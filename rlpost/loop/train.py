@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlpost import grpo
+from rlpost.rl import grpo
 from rlpost.actors.cluster import Cluster
-from rlpost.local_redis import LocalRedisServer
-from rlpost.metrics import ade
+from rlpost.storage.local_redis import LocalRedisServer
+from rlpost.domain.metrics import ade
 from rlpost.policy.tokenizer import PAD, TRAJ_START, PolicyTokenizer
-from rlpost.run_config import RunConfig
-from rlpost.store import MetricsLog, RunState, StepFiles, records_table
+from rlpost.rl.config import RunConfig
+from rlpost.storage.store import MetricsLog, RunState, StepFiles, records_table
 
 
 class StalenessError(RuntimeError):

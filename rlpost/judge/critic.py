@@ -10,8 +10,8 @@ Config (the reward's params; give the component ``cache: true`` and a deadline t
        params: {backend: judge, endpoint: "http://127.0.0.1:8000/v1", model_name: judge, api: chat}}
 
 Where the vLLM engine lives (``engine`` option, default ``auto``):
-- ``actor``: a named Ray actor :class:`rlpost.actors.judge.JudgeServer` (name ``server``, namespace ``namespace``),
-  started once by whoever builds the run (``rlpost.actors.judge.start_judge_server``). Reward functions run in
+- ``actor``: a named Ray actor :class:`rlpost.actors.judge_server.JudgeServer` (name ``server``, namespace ``namespace``),
+  started once by whoever builds the run (``rlpost.actors.judge_server.start_judge_server``). Reward functions run in
   guarded worker processes (``rewards/guard.py``) that are killed on a timeout and restarted; an engine inside one
   would be rebuilt (~9 s of imports and start-up) after every kill and duplicated in every process that scores
   (each rollout/curator pipeline), while the actor is started once, shared by all of them, keeps its own core,
@@ -36,7 +36,7 @@ following the format shows up in ``rewards/reasoning_critic/unparseable``. A mis
 error without a judge call (a data defect). A transport failure (endpoint down, actor dead) raises: the guard
 turns that into status error for the batch, which is not cached.
 
-The project's judge checkpoint (``rlpost sft --task judge``, ``rlpost.policy.judge``) carries ``judge.json``: its
+The project's judge checkpoint (``rlpost sft --task judge``, ``rlpost.judge.sft``) carries ``judge.json``: its
 prompt template and grade token ids. Served locally or by the actor, decoding is constrained to those 6 tokens
 (vLLM ``allowed_token_ids``) with one output token; the parse stays strict anyway. A model directory without
 ``judge.json`` (a real instruction LLM on a GPU) gets the full rubric prompt and free text (``max_tokens``).
@@ -55,7 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from rlpost.rewards.critic import MAX_GRADE, CritiqueGrade, CritiqueRequest, register_critic_backend
+from rlpost.rewards.critic_backends import MAX_GRADE, CritiqueGrade, CritiqueRequest, register_critic_backend
 
 DEFAULT_SERVER = "rlpost-judge"
 DEFAULT_NAMESPACE = "rlpost"
@@ -130,7 +130,7 @@ class JudgeEngine:
                  seed: int = 0, kv_cache_gib: int = 1, max_model_len: int | None = None, batch_size: int = 256):
         import multiprocessing
 
-        from rlpost.policy.judge import JUDGE_FILE, JudgePromptEncoder, JudgeSpec
+        from rlpost.judge.model import JUDGE_FILE, JudgePromptEncoder, JudgeSpec
         from rlpost.policy.vllm_engine import make_llm
 
         model = Path(model)
@@ -226,7 +226,7 @@ class _EndpointTransport:
 
     def _text_prompt(self, reference: str, candidate: str) -> str:
         if self.prompt == "compact":  # the project's judge model served by `vllm serve`
-            from rlpost.policy.judge import judge_prompt
+            from rlpost.judge.model import judge_prompt
 
             return judge_prompt(reference, candidate)
         return rubric_prompt(reference, candidate)
@@ -293,7 +293,7 @@ def find_judge_server(name: str = DEFAULT_SERVER, namespace: str = DEFAULT_NAMES
         address = ray_address or ray_address_of_this_process()
         if not (connect and address):
             return None
-        from rlpost.runtime import LOOPBACK_ENV
+        from rlpost.common.runtime import LOOPBACK_ENV
 
         for k, v in LOOPBACK_ENV.items():
             os.environ.setdefault(k, v)
@@ -363,7 +363,7 @@ class JudgeCritic:
                 return _ActorTransport(handle, o["timeout_s"])
             if o["engine"] == "actor":
                 raise RuntimeError(f"judge: no JudgeServer actor {o['server']!r} in Ray namespace {o['namespace']!r} "
-                                   "(start it with rlpost.actors.judge.start_judge_server, or use engine: local)")
+                                   "(start it with rlpost.actors.judge_server.start_judge_server, or use engine: local)")
         return _LocalTransport(model=o["model"], max_tokens=o["max_tokens"], temperature=o["temperature"],
                                seed=o["seed"], kv_cache_gib=o["kv_cache_gib"], batch_size=o["batch_size"])
 

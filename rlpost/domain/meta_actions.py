@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlpost._checks import as_float_array, check_positive
+from rlpost.common.checks import as_float_array, check_positive
 
 DT = 0.1  # s, 10 Hz (SPEC §2, §4)
 

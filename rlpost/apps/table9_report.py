@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from rlpost.ablation import PAPER
 
 # (claim, metric, from-row, to-row, the paper's direction of to − from: +1 up, −1 down)
 FINDINGS = (
@@ -23,6 +22,15 @@ FINDINGS = (
     ("adding the safety reward lowers the collision rate", "collision", "reasoning_consistency",
      "reasoning_consistency_safety", -1),
 )
+# SPEC §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
+PAPER = {
+    "sft": {"ade": 2.12, "reasoning": 3.1, "consistency": 0.62, "collision_pct": 6.9},
+    "reasoning": {"ade": 2.19, "reasoning": 4.5, "consistency": 0.53, "collision_pct": 5.8},
+    "reasoning_consistency": {"ade": 1.92, "reasoning": 4.5, "consistency": 0.85, "collision_pct": 6.2},
+    "reasoning_consistency_safety": {"ade": 1.94, "reasoning": 4.4, "consistency": 0.83, "collision_pct": 3.7},
+}
+
+
 PAPER_KEY = {"token_ade": "ade", "reasoning": "reasoning", "consistency": "consistency", "collision": "collision_pct"}
 
 

@@ -7,7 +7,7 @@ carry a `Direction`, merge/split may, the rest never do). The public auto-labell
 `SimplifiedDecision`, with lossy maps both ways (`FULL_TO_SIMPLIFIED`, `SIMPLIFIED_TO_FULL`) and the priority rule
 "interesting decisions outrank keep distance / keep lane / resume speed" (`INTERESTING`, `decision_priority`).
 
-Trace grammar (what `compose_trace` writes; the wording tables live in `rlpost.coc_wording`)::
+Trace grammar (what `compose_trace` writes; the wording tables live in `rlpost.domain.coc_wording`)::
 
     trace     := template filled with DECISION and, when there are factors, FACTORS
     template  := "Decision: D. Because: F." | "F, so the ego should D." | "Since F, the ego should D."
@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from rlpost import coc_wording as W
+from rlpost.domain import coc_wording as W
 
 
 class Longitudinal(str, Enum):

@@ -2,8 +2,8 @@
 
 AR1 does not publish its decision → meta-action matching table; this module is the project's **(ours)**, as one
 data table, `MATCHING_TABLE`, keyed by ``(axis, decision kind, direction or None)`` and covering every decision
-of the full set (`rlpost.coc`). A row is a `Rule`: the axis's meta-action label sequence (SPEC §4, produced by
-``rlpost.meta_actions``) satisfies it when it contains at least one label of ``requires_any`` (an empty set
+of the full set (`rlpost.domain.coc`). A row is a `Rule`: the axis's meta-action label sequence (SPEC §4, produced by
+``rlpost.domain.meta_actions``) satisfies it when it contains at least one label of ``requires_any`` (an empty set
 requires nothing) and no label of ``forbids``. Order within the sequence is not checked: "decel then stop" is
 read as "some deceleration or stop, and no acceleration".
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlpost.coc import (
+from rlpost.domain.coc import (
     DIRECTIONAL_LATERAL,
     OPTIONAL_DIRECTION_LATERAL,
     Decision,
@@ -29,7 +29,7 @@ from rlpost.coc import (
     Longitudinal,
 )
 
-# Meta-action labels (SPEC §4), as rlpost.meta_actions writes them.
+# Meta-action labels (SPEC §4), as rlpost.domain.meta_actions writes them.
 LONGITUDINAL_LABELS: frozenset[str] = frozenset(
     {"reverse", "stop", "strong_accel", "gentle_accel", "strong_decel", "gentle_decel", "maintain_speed"}
 )
@@ -175,7 +175,7 @@ def check_consistency(
 ) -> ConsistencyResult:
     """Check a parsed trace decision against the meta-action labels of the predicted trajectory.
 
-    decision: from `rlpost.coc.parse_trace`; None (an unparseable trace) is inconsistent. longitudinal / lateral:
+    decision: from `rlpost.domain.coc.parse_trace`; None (an unparseable trace) is inconsistent. longitudinal / lateral:
     the label sequences of the two axes (SPEC §4 names; may be empty). An axis the decision leaves None is
     unconstrained. Raises ValueError for an unknown label (a programming error upstream, not a bad rollout),
     TypeError for a bare string or a non-Decision.

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rlpost.metrics import ade, collides, comfort_violations, fde, min_ade, min_fde
+from rlpost.domain.metrics import ade, collides, comfort_violations, fde, min_ade, min_fde
 from rlpost.policy.config import EvalConfig
 from rlpost.policy.generate import decode_completion, expert_controls, hf_generate, prompt_ids, vllm_generate
-from rlpost.trajectory import DT, HORIZON, unicycle_rollout
+from rlpost.domain.trajectory import DT, HORIZON, unicycle_rollout
 
 
 def constant_velocity(v0: float) -> np.ndarray:
@@ -58,7 +58,7 @@ def _displacement(prefix: str, pred: np.ndarray, gt: np.ndarray) -> dict:
 
 def evaluate_policy(policy, scenarios, cfg: EvalConfig, llm=None, log=print) -> tuple[dict, list[dict]]:
     """Metrics of ``policy`` on ``scenarios``: (summary dict, per-scenario rows)."""
-    from rlpost.coc import parse_trace
+    from rlpost.domain.coc import parse_trace
 
     t0 = time.time()
     tok = policy.tokenizer
@@ -134,7 +134,7 @@ def _rewards(rows: list[dict], completions) -> None:
 
         for row, r in zip(rows, coc_consistency(comps, scen)):
             row["consistency"] = float(r.value)
-    except ImportError:  # rlpost.consistency not installed yet
+    except ImportError:  # rlpost.domain.consistency not installed yet
         pass
     try:
         from rlpost.rewards.critic import reasoning_critic
@@ -188,7 +188,7 @@ def format_table(summary: dict) -> str:
 def run_eval(ckpt: str | Path, cfg: EvalConfig, scenarios=None, log=print) -> dict:
     """Load ``ckpt``, evaluate on ``cfg.split`` of ``cfg.data`` (or ``scenarios``), print and write the results."""
     from rlpost.policy.model import load_policy
-    from rlpost.runtime import configure_cpu_runtime
+    from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(threads=cfg.threads)
     if scenarios is None:

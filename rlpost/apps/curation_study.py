@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlpost.config import load_config
-from rlpost.run_config import RunConfig
+from rlpost.common.config import load_config
+from rlpost.rl.config import RunConfig
 
 
 def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list[str] = (), log=print) -> Path:
     """Run every arm config × seed from the same start checkpoint, then write the study report into ``out``."""
     from rlpost.curation.report import write_study_report
-    from rlpost.pipeline import ensure_data, ensure_sft
+    from rlpost.apps.pipeline import ensure_data, ensure_sft
     from rlpost.scenarios.schema import read_scenarios
-    from rlpost.train import train
+    from rlpost.loop.train import train
 
     arms = [load_config(RunConfig, path, list(overrides)) for path in configs]
     study = Path(out)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlpost.run_config import RolloutConfig
-from rlpost.weights import WeightsMessage, verify_weights
+from rlpost.rl.config import RolloutConfig
+from rlpost.rl.weights import WeightsMessage, verify_weights
 
 
 @dataclass

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlpost._checks import as_float_array, check_positive
-from rlpost.trajectory import DT
+from rlpost.common.checks import as_float_array, check_positive
+from rlpost.domain.trajectory import DT
 
 EGO_LENGTH = 4.0  # m, AR1's evaluation box
 EGO_WIDTH = 2.0  # m

@@ -1,8 +1,8 @@
-"""Wording tables for Chain-of-Causation traces (SPEC §3): what `rlpost.coc.compose_trace` writes and the
-synonym patterns `rlpost.coc.parse_trace` recognises.
+"""Wording tables for Chain-of-Causation traces (SPEC §3): what `rlpost.domain.coc.compose_trace` writes and the
+synonym patterns `rlpost.domain.coc.parse_trace` recognises.
 
-Keys are the plain string values of the `rlpost.coc` enums (a ``str`` enum member hashes and compares equal to
-its value), so this module imports nothing from `rlpost.coc` and there is no import cycle.
+Keys are the plain string values of the `rlpost.domain.coc` enums (a ``str`` enum member hashes and compares equal to
+its value), so this module imports nothing from `rlpost.domain.coc` and there is no import cycle.
 
 Parser patterns are regular-expression fragments matched against `normalise`d text: lowercase, hyphens,
 underscores and slashes turned into spaces, whitespace collapsed to single spaces. `PhraseScanner` (end of the
@@ -331,7 +331,7 @@ FACTOR_PATTERNS: dict[str, str] = {
 
 # Structure words (one scanner family, labels "open" / "close" / "clause"). A conclusion marker opens a
 # "conclusion position"; it closes at the end of the sentence, at ";", at a reason marker ("because", "since",
-# "given") or at any "Word:" heading (the ":" itself is handled with the punctuation in rlpost.coc).
+# "given") or at any "Word:" heading (the ":" itself is handled with the punctuation in rlpost.domain.coc).
 # Markers start at their first distinctive word ("ego should", not "the ego should") so that the frequent word
 # "the" triggers nothing.
 CONCLUSION_MARKERS = (
@@ -502,7 +502,7 @@ class PhraseScanner:
         self._by_key = {key: tuple(v) for key, v in per_key.items()}
 
     def scan(self, t: str) -> list[list[tuple[int, int, object]]]:
-        """Matches per family in ``t``, which must be normalised (single spaces, see rlpost.coc)."""
+        """Matches per family in ``t``, which must be normalised (single spaces, see rlpost.domain.coc)."""
         out: list[list[tuple[int, int, object]]] = [[] for _ in range(self._n)]
         ends = [0] * self._n
         by_key = self._by_key

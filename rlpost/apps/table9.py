@@ -26,8 +26,8 @@ from typing import Literal
 
 import numpy as np
 
-from rlpost.config import load_config
-from rlpost.run_config import RunConfig
+from rlpost.common.config import load_config
+from rlpost.rl.config import RunConfig
 
 ABLATION_CONFIG = "configs/table9.yaml"
 
@@ -65,15 +65,6 @@ ARMS = (
         {"reasoning_critic": 0.2, "coc_consistency": 1.0, "trajectory_quality": 1.0},
         params={"trajectory_quality": {"lambda_collision": 5.0}}),
 )
-
-# SPEC §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
-PAPER = {
-    "sft": {"ade": 2.12, "reasoning": 3.1, "consistency": 0.62, "collision_pct": 6.9},
-    "reasoning": {"ade": 2.19, "reasoning": 4.5, "consistency": 0.53, "collision_pct": 5.8},
-    "reasoning_consistency": {"ade": 1.92, "reasoning": 4.5, "consistency": 0.85, "collision_pct": 6.2},
-    "reasoning_consistency_safety": {"ade": 1.94, "reasoning": 4.4, "consistency": 0.83, "collision_pct": 3.7},
-}
-
 
 def arm_config(base: RunConfig, arm: Arm, seed: int, out: Path, checkpoint: str) -> RunConfig:
     """The run config of one arm × seed: ``base`` with the arm's reward weights, expert mode, seed and folder."""
@@ -115,10 +106,10 @@ class HeldOutEvaluator:
 
         from rlpost.policy.generate import expert_controls
         from rlpost.policy.model import load_policy
-        from rlpost.weights import pack_weights
+        from rlpost.rl.weights import pack_weights
 
         if self.engine is None:
-            from rlpost.rollout import RolloutEngine
+            from rlpost.rl.rollout import RolloutEngine
 
             self.engine = RolloutEngine(self.checkpoint, self.base.rollout, seed=0)
         policy = load_policy(policy_dir)
@@ -136,7 +127,7 @@ class HeldOutEvaluator:
 
     def _check_loaded(self, policy, sequence: list[int], policy_dir) -> None:
         """The engine must now score like ``policy``'s torch backbone (the sync probe of training)."""
-        from rlpost.learner import sequence_logprobs
+        from rlpost.rl.learner import sequence_logprobs
 
         want = np.asarray(sequence_logprobs(policy.backbone, sequence))
         gap = float(np.abs(np.asarray(self.engine.probe_logprobs(sequence)) - want).mean())
@@ -148,12 +139,12 @@ class HeldOutEvaluator:
 def sample_rows(records: list, by_id: dict, expert: np.ndarray | None) -> list[dict]:
     """Metrics of every sampled completion. A completion whose trajectory does not decode counts with the
     constant-velocity trajectory for ADE and collision (and ``decoded`` = False), so no sample drops out."""
-    from rlpost.metrics import ade, collides
-    from rlpost.policy.evaluate import agent_boxes, constant_velocity
+    from rlpost.domain.metrics import ade, collides
+    from rlpost.apps.evaluate import agent_boxes, constant_velocity
     from rlpost.rewards.coc_consistency import coc_consistency
     from rlpost.rewards.critic import reasoning_critic
     from rlpost.rewards.types import Completion
-    from rlpost.trajectory import unicycle_rollout
+    from rlpost.domain.trajectory import unicycle_rollout
 
     comps = [Completion(r.scenario_id, r.group_index, r.trace, r.controls,
                         "ok" if r.controls is not None else "no_trajectory") for r in records]
@@ -196,7 +187,7 @@ def summarise(rows: list[dict]) -> dict:
 def run_table9(seeds: int, out: str, config: str = ABLATION_CONFIG, overrides: list[str] = (),
                arms: list[str] | None = None, eval_scenarios: int = 128, samples: int = 6, log=print) -> Path:
     """`rlpost experiment table9`: load the base config, data and SFT checkpoint, then :func:`table9`."""
-    from rlpost.pipeline import ensure_data, ensure_sft
+    from rlpost.apps.pipeline import ensure_data, ensure_sft
     from rlpost.scenarios.schema import read_scenarios
 
     base = load_config(RunConfig, config, list(overrides))
@@ -216,8 +207,8 @@ def table9(base: RunConfig, checkpoint: str, pool: list, held_out: list, seeds: 
            samples: int = 6, described: dict | None = None, log=print) -> Path:
     """Train every arm × seed from ``checkpoint`` on ``pool``, evaluate the SFT checkpoint and every final policy
     on ``held_out`` (K = ``samples``), and write ``report.md``, ``curves.png`` and ``results.json`` into ``study``."""
-    from rlpost.ablation_report import write_table9_report
-    from rlpost.train import train
+    from rlpost.apps.table9_report import write_table9_report
+    from rlpost.loop.train import train
 
     study.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

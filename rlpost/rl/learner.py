@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpost import grpo
-from rlpost.run_config import LearnerConfig
-from rlpost.weights import WeightsMessage, pack_weights
+from rlpost.rl import grpo
+from rlpost.rl.config import LearnerConfig
+from rlpost.rl.weights import WeightsMessage, pack_weights
 
 
 @dataclass
@@ -118,7 +118,7 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        from rlpost.runtime import init_deepspeed_distributed
+        from rlpost.common.runtime import init_deepspeed_distributed
 
         init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
