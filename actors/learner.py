@@ -1,11 +1,14 @@
-"""LearnerWorker: one data-parallel rank of the DeepSpeed learner as a Ray actor."""
+"""LearnerWorker (one data-parallel rank of the DeepSpeed learner as a Ray actor) and the learner group: the
+driver's side of all ranks (update, weight export, probe, checkpoints)."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import ray
 
+from rlpost.actors.common import ActorDiedError, actor_env, wait
 from rlpost.rl.config import LearnerConfig
 
 
@@ -44,3 +47,78 @@ class LearnerWorker:
 
     def save_pretrained(self, directory: str) -> None:
         self.learner.save_pretrained(directory)
+
+
+class LearnerGroup:
+    """The learner ranks of a run, gang-placed in the placement group. Not restartable: their optimizer state lives
+    only in them, so a rank's death ends the run at the last checkpoint."""
+
+    def __init__(self, cfg, checkpoint: str, placement):
+        from rlpost.policy.generate import completion_budget
+        from rlpost.policy.model import load_model_config
+        from rlpost.storage.local_redis import free_port
+
+        lc = self.cfg = cfg.learner
+        self.group_size = cfg.rollout.group_size
+        port = free_port()
+        self.ranks = [
+            LearnerWorker.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, scheduling_strategy=placement.slot("learner", r),
+                                  runtime_env=actor_env(lc.threads)).remote(r, lc.num_ranks, port, lc.threads)
+            for r in range(lc.num_ranks)
+        ]
+        per_rank = cfg.trainer.scenarios_per_step * cfg.rollout.group_size // lc.num_ranks
+        wait([w.setup.remote(checkpoint, lc, per_rank, cfg.rollout.group_size) for w in self.ranks],
+             "learner setup (DeepSpeed init over gloo)", lc.timeout_s)
+        self.completion_budget = completion_budget(load_model_config(checkpoint))
+
+    def update(self, records: list, pad_id: int, expert_inputs: tuple[list, list] | None = None) -> dict:
+        """One optimizer step on ``records`` (advantages set): each rank gets a contiguous slice of whole groups.
+        expert_inputs: (prefix lengths, normalised target controls), one per record, when the expert trains."""
+        from rlpost.actors.rollout import split
+        from rlpost.rl.learner import make_train_batch
+
+        normalizer = self._normalizer(records)
+        refs = []
+        bounds = np.cumsum([0] + [len(p) for p in split(records, len(self.ranks))])
+        for worker, a, b in zip(self.ranks, bounds[:-1], bounds[1:]):
+            part = records[a:b]
+            extra = {} if expert_inputs is None else {"prefix_lengths": expert_inputs[0][a:b],
+                                                      "expert_targets": expert_inputs[1][a:b]}
+            batch = make_train_batch([r.prompt_ids for r in part], [r.completion_ids for r in part],
+                                     [r.sampler_logprobs for r in part], [r.advantage for r in part], pad_id, **extra)
+            refs.append(worker.update.remote(batch, float(normalizer)))
+        try:
+            per_rank = wait(refs, "learner update", self.cfg.timeout_s)
+        except ActorDiedError as exc:
+            raise ActorDiedError(f"{exc}. A learner rank holds optimizer state that cannot be rebuilt, so the run "
+                                 f"ends here; rerun the same command to resume from its last checkpoint") from None
+        out = {k: float(np.mean([m[k] for m in per_rank])) for k in per_rank[0]}
+        out["loss"] = float(np.sum([m["loss"] for m in per_rank]))  # rank losses are shares of one global loss
+        return out
+
+    def _normalizer(self, records: list) -> float:
+        """The global count the loss divides by (see ``rlpost.rl.grpo.aggregate``), over the whole step's batch."""
+        loss = self.cfg.loss
+        if loss.name == "ar1_softmax":
+            return len(records) // self.group_size  # groups
+        if loss.agg == "token_mean":
+            return sum(len(r.completion_ids) for r in records)
+        if loss.agg == "seq_mean_token_mean":
+            return len(records)
+        return self.completion_budget  # Dr.GRPO's constant: the longest completion
+
+    def export_weights(self, bucket_mb: float, timeout_s: float):
+        """Rank 0's weights message (every rank takes part: ZeRO-3 gathers)."""
+        return wait([w.export_weights.remote(bucket_mb) for w in self.ranks], "weight export", timeout_s)[0]
+
+    def probe(self, token_ids: list[int], timeout_s: float) -> list[float]:
+        return wait(self.ranks[0].probe_logprobs.remote(token_ids), "learner probe", timeout_s)
+
+    def save(self, directory: str, client_state: dict) -> None:
+        wait([w.save.remote(directory, client_state) for w in self.ranks], "learner checkpoint", self.cfg.timeout_s)
+
+    def load(self, directory: str) -> dict:
+        return wait([w.load.remote(directory) for w in self.ranks], "learner restore", self.cfg.timeout_s)[0]
+
+    def save_pretrained(self, directory: str) -> None:
+        wait([w.save_pretrained.remote(directory) for w in self.ranks], "export HF checkpoint", self.cfg.timeout_s)

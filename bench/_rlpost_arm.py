@@ -59,10 +59,12 @@ def main() -> None:
 
     # Start-up stages: time the Cluster's own waits until the first step (placement group, learner setup,
     # vLLM engine start) without touching the loop.
-    import rlpost.actors.cluster as rc
+    import rlpost.actors.learner as learner_mod
+    import rlpost.actors.placement as placement_mod
+    import rlpost.actors.rollout as rollout_mod
 
     stages: dict[str, float] = {}
-    plain_wait = rc.wait
+    plain_wait = rollout_mod.wait
 
     def timed_wait(refs, what, timeout_s):
         t0 = time.perf_counter()
@@ -73,7 +75,8 @@ def main() -> None:
                 key = what.split(" (")[0]
                 stages[key] = stages.get(key, 0.0) + time.perf_counter() - t0
 
-    rc.wait = timed_wait
+    for module in (placement_mod, learner_mod, rollout_mod):
+        module.wait = timed_wait
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="rlpost_bench_")
     cfg = RunConfig.model_validate({

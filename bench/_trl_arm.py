@@ -94,8 +94,7 @@ def main() -> None:
             comps = []
             for g, (ids, sid) in enumerate(zip(completion_ids, scenario_id)):
                 d = decode_completion(policy.tokenizer, list(ids), float(by_id[sid].history[-1, 3]))
-                comps.append(Completion(sid, g % w.group_size, d.trace, d.controls,
-                                        "ok" if d.controls is not None else "no_trajectory", tuple(ids)))
+                comps.append(Completion(sid, g % w.group_size, d.trace, d.controls, d.status, tuple(ids)))
             decoded_cache.update(key=key, comps=comps, scen=[by_id[s] for s in scenario_id])
             decoded_rates.append(sum(c.controls is not None for c in comps) / len(comps))
         return decoded_cache["comps"], decoded_cache["scen"]

@@ -1,7 +1,7 @@
 """The one workload both arms of ``bench/grpo_vs_trl.py`` run, and what every arm reports back.
 
 A ``Workload`` is plain JSON: the driver writes it once, each arm (a fresh subprocess) reads it. The scenarios of
-step k are drawn exactly as ``rlpost.loop.train`` draws them (``scenario_batch(sorted pool ids, k, size, seed)``), and the
+step k are drawn exactly as ``rlpost.loop`` draws them (``scenario_batch(sorted pool ids, k, size, seed)``), and the
 peer's dataset lists them in that same order (no shuffling), so both frameworks see the same prompts at every step.
 """
 
@@ -65,7 +65,7 @@ def pool(w: Workload) -> list:
 
 def step_batches(w: Workload, ids: list[str]) -> list[list[str]]:
     """Scenario ids of every step, drawn exactly as rlpost's loop draws them."""
-    from rlpost.loop.train import scenario_batch
+    from rlpost.loop.steps import scenario_batch
 
     ids = sorted(ids)
     return [scenario_batch(ids, k, w.scenarios_per_step, w.seed) for k in range(w.steps)]

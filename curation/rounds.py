@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,6 +11,45 @@ from rlpost.curation.analysis import score_summary
 from rlpost.curation.schedule import CurationConfig
 from rlpost.curation.scores import disagreement_score
 from rlpost.curation.selection import select
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """What scoring a round's candidates gives (one entry per candidate, in ``candidates`` order): the
+    disagreement score, whether the candidate's group had zero reward variance, the entropy of the model's
+    distribution over the group, plus the selected ids and a summary of the scores."""
+
+    candidates: list[str]
+    scores: list[float]
+    zero_variance: list[bool]
+    p_model_entropy: list[float]
+    selected: list[str]
+    score_summary: dict
+
+
+@dataclass(frozen=True)
+class CurationRound:
+    """One curation round (ARCHITECTURE "Curation round"): its id, the step it was started for, the policy version
+    that scored it, the scores and selection, and what it cost (wall time [s], tokens generated, forward FLOPs)."""
+
+    round: int
+    step: int
+    policy_version: int
+    scores: RoundScores
+    wall_s: float
+    tokens: int
+    flops: float
+
+    @property
+    def score_mean(self) -> float:
+        return float(self.scores.score_summary.get("mean", 0.0))
+
+
+@dataclass(frozen=True)
+class RoundFailed:
+    """A round lost to the curator's death; the restarted curator serves the last published selection."""
+
+    reason: str
 
 
 def candidate_pool(ids: list[str], round_id: int, cfg: CurationConfig, seed: int) -> list[str]:
@@ -38,8 +78,8 @@ def group_arrays(records: list) -> tuple[list[str], np.ndarray, np.ndarray, np.n
     return ids, rewards, logps, lengths
 
 
-def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generator) -> dict:
-    """Scores of every candidate and the selection; returns the parts of a round record."""
+def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:
+    """Scores of every candidate (from its group of rollout records) and the selection."""
     ids, rewards, logps, lengths = group_arrays(records)
     scores = disagreement_score(rewards, logps, lengths, cfg.beta, cfg.score)
     selected = select(cfg.strategy, ids, scores, cfg.size, rng,
@@ -49,18 +89,11 @@ def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generato
         z = lp / n - (lp / n).max()
         p = np.exp(z) / np.exp(z).sum()
         p_model_entropy.append(float(-(p * np.log(np.maximum(p, 1e-300))).sum()))
-    return {
-        "candidates": ids,
-        "scores": scores.tolist(),
-        "zero_variance": (np.ptp(rewards, axis=1) <= 1e-8).tolist(),
-        "p_model_entropy": p_model_entropy,
-        "selected": selected,
-        "score_summary": score_summary(scores),
-    }
+    return RoundScores(ids, scores.tolist(), (np.ptp(rewards, axis=1) <= 1e-8).tolist(), p_model_entropy, selected,
+                       score_summary(scores))
 
 
-def random_selection(ids: list[str], cfg: CurationConfig, rng: np.random.Generator) -> dict:
+def random_selection(ids: list[str], cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:
     """A round of the ``random`` schedule: no scoring."""
     selected = select("random", ids, np.zeros(len(ids)), cfg.size, rng)
-    return {"candidates": ids, "scores": [0.0] * len(ids), "zero_variance": [False] * len(ids),
-            "p_model_entropy": [float("nan")] * len(ids), "selected": selected, "score_summary": {"count": 0}}
+    return RoundScores(ids, [0.0] * len(ids), [False] * len(ids), [float("nan")] * len(ids), selected, {"count": 0})

@@ -62,15 +62,16 @@ class SampleRewards:
     total: float
     components: dict[str, ComponentRecord]
 
-    def flat(self) -> dict[str, Any]:
-        """Flat columns for the Parquet rollout log: ``reward_total`` and ``reward.<name>.<field>``."""
-        out: dict[str, Any] = {"reward_total": self.total}
-        for name, rec in self.components.items():
-            for key in ("value", "status", "latency_ms", "version", "cached"):
-                out[f"reward.{name}.{key}"] = getattr(rec, key)
-            if "error" in rec.info:
-                out[f"reward.{name}.error"] = rec.info["error"]
-        return out
+
+def flatten_components(components: dict[str, ComponentRecord]) -> dict[str, Any]:
+    """The one flattening of typed components into log columns: ``reward.<name>.<field>`` for value, status,
+    latency_ms, version and cached, and ``reward.<name>.info`` as JSON (an error's message is in it)."""
+    out: dict[str, Any] = {}
+    for name, rec in components.items():
+        for key in ("value", "status", "latency_ms", "version", "cached"):
+            out[f"reward.{name}.{key}"] = getattr(rec, key)
+        out[f"reward.{name}.info"] = json.dumps(rec.info, default=str)
+    return out
 
 
 class RewardPipeline:

@@ -28,6 +28,8 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
+from rlpost.domain.decode import DecodeStatus
+
 Status = Literal["ok", "timeout", "error", "unparseable"]
 STATUSES: tuple[str, ...] = get_args(Status)
 # Statuses whose value is replaced by the component's configured fallback: the function produced no score.
@@ -44,7 +46,8 @@ class Completion:
     trace: the chain-of-causation text between ``<|cot_start|>`` and ``<|cot_end|>``; may be empty or garbage.
     controls: ``(64, 2)`` float array of (acceleration [m/s²], curvature [1/m]) per 0.1 s step, or None when the
         trajectory tokens could not be decoded. Rewards must still check it: it may hold NaN or a wrong shape.
-    decode_status: the decoder's note on the trajectory (e.g. ``"ok"``, ``"truncated"``), None if not reported.
+    decode_status: how the trajectory decoded (``rlpost.domain.decode.DecodeStatus``: ok, no_trajectory,
+        malformed_trajectory), None when the caller did not say.
     token_ids: the completion's token ids, when the caller has them (used by no built-in).
     """
 
@@ -52,7 +55,7 @@ class Completion:
     group_index: int
     trace: str
     controls: np.ndarray | None
-    decode_status: str | None = None
+    decode_status: DecodeStatus | None = None
     token_ids: tuple[int, ...] | None = None
 
 

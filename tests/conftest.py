@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from rlpost.common.runtime import configure_cpu_runtime
 
 configure_cpu_runtime(threads=1)
+
+# Ray workers unpickle test fixtures (the synthetic scenarios of tests/synthetic_policy.py) by module name, so the
+# processes a local Ray starts must find this folder too.
+_HERE = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join([_HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,7 @@ def _rewards(rows: list[dict], completions) -> None:
     try:
         from rlpost.rewards.types import Completion
 
-        comps = [Completion(s.scenario_id, 0, d.trace, d.controls, "ok" if d.controls is not None else "invalid")
+        comps = [Completion(s.scenario_id, 0, d.trace, d.controls, d.status)
                  for s, d in completions]
         scen = [s for s, _ in completions]
     except ImportError:

@@ -106,6 +106,7 @@ class HeldOutEvaluator:
 
         from rlpost.policy.generate import expert_controls
         from rlpost.policy.model import load_policy
+        from rlpost.rl.rollout import GenerateRequest
         from rlpost.rl.weights import pack_weights
 
         if self.engine is None:
@@ -116,7 +117,7 @@ class HeldOutEvaluator:
         self.loaded += 1
         with torch.no_grad():
             self.engine.load_weights(pack_weights(policy.backbone.named_parameters(), self.loaded))
-        records = self.engine.generate(scenarios, self.samples, run="table9-eval", step=0, seed=10_000 + seed,
+        records = self.engine.generate(GenerateRequest(scenarios, self.samples, "table9-eval", 0, 10_000 + seed),
                                        temperature=self.base.rollout.temperature)
         self._check_loaded(policy, records[0].prompt_ids + records[0].completion_ids, policy_dir)
         expert = None
@@ -143,11 +144,9 @@ def sample_rows(records: list, by_id: dict, expert: np.ndarray | None) -> list[d
     from rlpost.apps.evaluate import agent_boxes, constant_velocity
     from rlpost.rewards.coc_consistency import coc_consistency
     from rlpost.rewards.critic import reasoning_critic
-    from rlpost.rewards.types import Completion
     from rlpost.domain.trajectory import unicycle_rollout
 
-    comps = [Completion(r.scenario_id, r.group_index, r.trace, r.controls,
-                        "ok" if r.controls is not None else "no_trajectory") for r in records]
+    comps = [r.completion() for r in records]
     scen = [by_id[r.scenario_id] for r in records]
     consistency = coc_consistency(comps, scen)
     grades = reasoning_critic(comps, scen, backend="rubric", normalise=False)

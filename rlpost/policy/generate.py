@@ -18,6 +18,7 @@ from rlpost.policy.constraints import HFPhaseLogitsProcessor
 from rlpost.policy.expert import denormalise_controls
 from rlpost.policy.scene import encode_scene
 from rlpost.policy.tokenizer import COT_END, COT_START, PAD, TRAJ_END, TRAJ_START, TRAJ_TOKENS
+from rlpost.domain.decode import DecodeStatus
 from rlpost.domain.trajectory import unicycle_rollout
 
 
@@ -96,13 +97,17 @@ class Decoded:
     trace: str
     controls: np.ndarray | None  # (64, 2) a [m/s²], κ [1/m]
     states: np.ndarray | None  # (64, 4) x, y, yaw, v in the ego frame at t0
+    status: DecodeStatus = "ok"
 
 
 def decode_completion(tok, completion: list[int], v0: float) -> Decoded:
+    """Split ``completion`` (ids after the prompt) into the trace text and the trajectory, rolled out from speed
+    ``v0`` [m/s]; the status says why a trajectory is missing."""
     trace_ids, traj = tok.split_completion(completion)
     text = tok.decode_trace(trace_ids)
     if traj is None:
-        return Decoded(text, None, None)
+        status = "malformed_trajectory" if tok.id(TRAJ_START) in completion else "no_trajectory"
+        return Decoded(text, None, None, status)
     controls = tok.decode_controls(traj)
     return Decoded(text, controls, unicycle_rollout(controls, v0))
 

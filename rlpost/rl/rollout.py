@@ -9,13 +9,33 @@ worker's ``reload_weights`` (``load_weights`` does not work after start-up on th
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rlpost.domain.decode import DecodeStatus
+from rlpost.rewards.compose import ComponentRecord
+from rlpost.rewards.types import Completion
 from rlpost.rl.config import RolloutConfig
 from rlpost.rl.weights import WeightsMessage, verify_weights
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generate call on one engine: G = ``group_size`` samples for each of ``scenarios``.
+
+    step and seed fix the sampling seeds (``sample_seed``), so a reissued request samples the same completions;
+    the engine refuses it while it holds weights older than ``min_version`` (``StaleEngineError``).
+    """
+
+    scenarios: list
+    group_size: int
+    run: str
+    step: int
+    seed: int
+    curation_round: int = 0
+    min_version: int = 0
 
 
 @dataclass
@@ -24,8 +44,9 @@ class RolloutRecord:
 
     prompt_ids / completion_ids: token ids (the completion as generated, ``<|traj_end|>`` included);
     sampler_logprobs: the sampler's log-prob of each completion token (same length);
-    controls ``(64, 2)`` / waypoints ``(64, 4)``: the decoded trajectory, None when it could not be decoded;
-    rewards: component -> {value, status, latency_ms, version, info}; reward_total; advantage.
+    controls ``(64, 2)`` / waypoints ``(64, 4)``: the decoded trajectory, None when it could not be decoded
+    (``decode_status`` says why); rewards: component name -> its typed ``ComponentRecord`` (flattened only by the
+    Parquet writer); reward_total; advantage.
     """
 
     run: str
@@ -41,7 +62,8 @@ class RolloutRecord:
     controls: np.ndarray | None
     waypoints: np.ndarray | None
     finish_reason: str
-    rewards: dict = field(default_factory=dict)
+    decode_status: DecodeStatus = "ok"
+    rewards: dict[str, ComponentRecord] = field(default_factory=dict)
     reward_total: float = float("nan")
     advantage: float = float("nan")
 
@@ -50,12 +72,10 @@ class RolloutRecord:
         """Unique per run: (step, scenario, group index)."""
         return f"{self.run}/{self.step}/{self.scenario_id}/{self.group_index}"
 
-    def as_row(self) -> dict:
-        row = asdict(self)
-        row["record_id"] = self.record_id
-        for key in ("controls", "waypoints"):
-            row[key] = None if row[key] is None else np.asarray(row[key], dtype=np.float32).ravel().tolist()
-        return row
+    def completion(self) -> Completion:
+        """The record as the reward functions see it."""
+        return Completion(self.scenario_id, self.group_index, self.trace, self.controls, self.decode_status,
+                          tuple(self.completion_ids))
 
 
 class StaleEngineError(RuntimeError):
@@ -90,20 +110,20 @@ class RolloutEngine:
                             enable_chunked_prefill=False, max_num_batched_tokens=cfg.max_batched_tokens)
         self.version = 0
 
-    def generate(self, scenarios, group_size: int, *, run: str, step: int, seed: int, curation_round: int = 0,
-                 temperature: float | None = None, min_version: int = 0) -> list[RolloutRecord]:
-        """G = ``group_size`` completions per scenario, grouped contiguously, stamped with the current version.
-
-        Raises ``StaleEngineError`` when the engine's version is below ``min_version``."""
-        if self.version < min_version:
-            raise StaleEngineError(f"engine at policy v{self.version}, caller requires >= v{min_version}")
+    def generate(self, request: GenerateRequest, temperature: float | None = None) -> list[RolloutRecord]:
+        """G = ``request.group_size`` completions per scenario, grouped contiguously, stamped with the current
+        version. Raises ``StaleEngineError`` when the engine's version is below ``request.min_version``."""
+        if self.version < request.min_version:
+            raise StaleEngineError(f"engine at policy v{self.version}, caller requires >= v{request.min_version}")
+        scenarios, group_size = request.scenarios, request.group_size
         from rlpost.policy.generate import decode_completion, max_new_tokens, prompt_ids
         from rlpost.policy.vllm_engine import sampling_params
 
         prompts = [prompt_ids(self.policy, s) for s in scenarios]
         params = [
             sampling_params(max_new_tokens(self.policy), temperature=temperature or self.cfg.temperature,
-                            top_p=self.cfg.top_p, n=group_size, seed=sample_seed(seed, step, i), logprobs=0)
+                            top_p=self.cfg.top_p, n=group_size, seed=sample_seed(request.seed, request.step, i),
+                            logprobs=0)
             for i in range(len(scenarios))
         ]
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
@@ -115,10 +135,10 @@ class RolloutEngine:
                 logps = [float(pos[tok].logprob) for tok, pos in zip(ids, sample.logprobs)]
                 decoded = decode_completion(self.policy.tokenizer, ids, v0)
                 records.append(RolloutRecord(
-                    run=run, step=step, scenario_id=scenario.scenario_id, group_index=g,
-                    policy_version=self.version, curation_round=curation_round, prompt_ids=list(prompt),
+                    run=request.run, step=request.step, scenario_id=scenario.scenario_id, group_index=g,
+                    policy_version=self.version, curation_round=request.curation_round, prompt_ids=list(prompt),
                     completion_ids=ids, sampler_logprobs=logps, trace=decoded.trace, controls=decoded.controls,
-                    waypoints=decoded.states, finish_reason=str(sample.finish_reason),
+                    waypoints=decoded.states, finish_reason=str(sample.finish_reason), decode_status=decoded.status,
                 ))
         return records
 

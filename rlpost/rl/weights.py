@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -67,3 +68,28 @@ def verify_weights(message: WeightsMessage) -> None:
     if got != message.checksum:
         raise ValueError(f"weights message v{message.version}: checksum mismatch (sent {message.checksum[:12]}, "
                          f"received {got[:12]}); the transfer corrupted or reordered tensors")
+
+
+class WeightSyncError(RuntimeError):
+    """A rollout engine did not end up on the learner's weights (version or probe mismatch)."""
+
+
+def check_sync(sent_version: int, acknowledged: list[int], want_logprobs: list[float] | None = None,
+               engine_logprobs: list[list[float]] | None = None, tolerance: float = 1e-3) -> float | None:
+    """Verify a sync: every engine acknowledged ``sent_version``, and (when probes are given) each engine's
+    log-probs of the probe sequence are within ``tolerance`` (mean |gap|) of the learner's. Returns the worst gap
+    (None without probes); raises ``WeightSyncError`` naming the engine otherwise."""
+    for i, version in enumerate(acknowledged):
+        if version != sent_version:
+            raise WeightSyncError(f"rollout worker {i}: acknowledged v{version}, sent v{sent_version}")
+    if want_logprobs is None or engine_logprobs is None:
+        return None
+    want = np.asarray(want_logprobs)
+    worst = 0.0
+    for i, got in enumerate(engine_logprobs):
+        gap = float(np.abs(np.asarray(got) - want).mean())
+        if not gap <= tolerance:  # also catches NaN
+            raise WeightSyncError(f"rollout worker {i}: log-prob probe gap {gap:.2e} > sync.probe_tolerance "
+                                  f"{tolerance:.0e} after loading v{sent_version}")
+        worst = max(worst, gap)
+    return worst

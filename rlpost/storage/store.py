@@ -7,16 +7,20 @@ Redis keys of a run share the prefix ``rlpost:{run}:`` so two runs on one server
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
+from rlpost.curation.rounds import CurationRound
+from rlpost.rewards.compose import flatten_components
 from rlpost.rl.rollout import RolloutRecord
 
 
@@ -62,17 +66,15 @@ class StepFiles:
 
 
 def records_table(records: list[RolloutRecord]) -> pa.Table:
-    """Rollout records as an Arrow table: one row per sample; reward components flattened to
-    ``reward.<name>.{value,status,latency_ms,version}`` plus ``reward.<name>.info`` (JSON)."""
+    """Rollout records as an Arrow table: one row per sample, trajectories as flat float32 lists, and the typed
+    reward components flattened by ``flatten_components`` (the only place they become columns)."""
     rows = []
     for r in records:
-        row = r.as_row()
-        rewards = row.pop("rewards")
-        for name, comp in rewards.items():
-            for key in ("value", "status", "latency_ms", "version"):
-                row[f"reward.{name}.{key}"] = comp.get(key)
-            row[f"reward.{name}.info"] = json.dumps(comp.get("info", {}), default=str)
-        rows.append(row)
+        row = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "rewards"}
+        row["record_id"] = r.record_id
+        for key in ("controls", "waypoints"):
+            row[key] = None if row[key] is None else np.asarray(row[key], dtype=np.float32).ravel().tolist()
+        rows.append(row | flatten_components(r.rewards))
     return pa.Table.from_pylist(rows)
 
 
@@ -154,12 +156,12 @@ class SelectionStore:
         self.key = f"rlpost:{run}:selection"
         self.rounds = StepFiles(rounds_dir, key="round")
 
-    def publish(self, record: dict) -> None:
+    def publish(self, done: CurationRound) -> None:
         """Persist a round (see ``round_table``) and make its selection the live one."""
-        self.rounds.write(record["round"], round_table(record))
-        with_retries(lambda: self._to_redis(record["round"], record["selected"],
-                                            dict(zip(record["candidates"], record["scores"])),
-                                            record.get("policy_version", 0)), f"selection of {self.run}")
+        self.rounds.write(done.round, round_table(done))
+        s = done.scores
+        with_retries(lambda: self._to_redis(done.round, s.selected, dict(zip(s.candidates, s.scores)),
+                                            done.policy_version), f"selection of {self.run}")
 
     def _to_redis(self, round_id: int, selected: list[str], scores: dict, version: int) -> None:
         tmp = f"{self.key}:tmp"
@@ -192,21 +194,21 @@ class SelectionStore:
         with_retries(lambda: self.client.delete(self.key, f"{self.key}:meta"), f"selection of {self.run}")
 
 
-def round_table(record: dict) -> pa.Table:
-    """A curation round as rows, one per candidate, with the round's scalars repeated (ARCHITECTURE "Curation
-    round": round id, policy version, candidates, scores, selected ids, wall time, tokens, FLOPs)."""
-    selected = set(record["selected"])
-    n = len(record["candidates"])
+def round_table(done: CurationRound) -> pa.Table:
+    """A curation round as rows, one per candidate, with the round's scalars repeated."""
+    s = done.scores
+    selected = set(s.selected)
+    n = len(s.candidates)
     return pa.table({
-        "round": [record["round"]] * n,
-        "step": [record["step"]] * n,
-        "policy_version": [record.get("policy_version", 0)] * n,
-        "scenario_id": record["candidates"],
-        "score": record["scores"],
-        "selected": [c in selected for c in record["candidates"]],
-        "zero_variance": record["zero_variance"],
-        "p_model_entropy": record["p_model_entropy"],
-        "wall_s": [record.get("wall_s", 0.0)] * n,
-        "tokens": [record.get("tokens", 0)] * n,
-        "flops": [record.get("flops", 0.0)] * n,
+        "round": [done.round] * n,
+        "step": [done.step] * n,
+        "policy_version": [done.policy_version] * n,
+        "scenario_id": s.candidates,
+        "score": s.scores,
+        "selected": [c in selected for c in s.candidates],
+        "zero_variance": s.zero_variance,
+        "p_model_entropy": s.p_model_entropy,
+        "wall_s": [done.wall_s] * n,
+        "tokens": [done.tokens] * n,
+        "flops": [done.flops] * n,
     })

@@ -98,7 +98,7 @@ def test_learner_death_ends_the_run_with_a_resumable_checkpoint(tmp_path, tiny_c
 
     def dying_update(self, records, *args, **kwargs):  # rank 1 dies just as the step-2 update is sent
         if records[0].step == 2:
-            ray.kill(self.learners[1])
+            ray.kill(self.learners.ranks[1])
         return original_update(self, records, *args, **kwargs)
 
     cluster_mod.Cluster.update = dying_update

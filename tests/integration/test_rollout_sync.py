@@ -9,18 +9,18 @@ pytestmark = pytest.mark.integration
 def test_generate_stamp_and_sync(tiny_checkpoint, single_rank_env):
     from rlpost.rl.learner import GRPOLearner, make_train_batch
     from synthetic_policy import make_scenarios
-    from rlpost.rl.rollout import RolloutEngine
+    from rlpost.rl.rollout import GenerateRequest, RolloutEngine
     from rlpost.rl.config import LearnerConfig, RolloutConfig
 
     engine = RolloutEngine(tiny_checkpoint, RolloutConfig(), seed=0)
     scenarios = make_scenarios(3)
-    records = engine.generate(scenarios, 4, run="t", step=0, seed=1)
+    records = engine.generate(GenerateRequest(scenarios, 4, "t", 0, 1))
     assert len(records) == 12 and [r.group_index for r in records[:4]] == [0, 1, 2, 3]
     assert {r.policy_version for r in records} == {0}
     for r in records:
         assert len(r.sampler_logprobs) == len(r.completion_ids) > 0
         assert all(lp <= 0 for lp in r.sampler_logprobs)
-    again = engine.generate(scenarios, 4, run="t", step=0, seed=1)
+    again = engine.generate(GenerateRequest(scenarios, 4, "t", 0, 1))
     assert [r.completion_ids for r in again] == [r.completion_ids for r in records]  # seeded: reproducible
 
     learner = GRPOLearner(tiny_checkpoint, LearnerConfig(lr=5e-3, micro_batch=12), per_rank_batch=12, group_size=4)
@@ -37,4 +37,4 @@ def test_generate_stamp_and_sync(tiny_checkpoint, single_rank_env):
     assert info["version"] == 3 == engine.version
     gap_after = np.abs(np.subtract(engine.probe_logprobs(probe), learner.probe_logprobs(probe))).mean()
     assert gap_after < 1e-4, gap_after
-    assert {r.policy_version for r in engine.generate(scenarios[:1], 2, run="t", step=1, seed=1)} == {3}
+    assert {r.policy_version for r in engine.generate(GenerateRequest(scenarios[:1], 2, "t", 1, 1))} == {3}

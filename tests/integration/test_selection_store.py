@@ -1,16 +1,15 @@
 import pytest
 import redis
 
+from rlpost.curation.rounds import CurationRound, RoundScores
 from rlpost.storage.store import SelectionStore
 
 pytestmark = pytest.mark.integration
 
 
 def record(round_id, selected, version=0):
-    candidates = ["a", "b", "c", "d"]
-    return {"round": round_id, "step": round_id, "policy_version": version, "candidates": candidates,
-            "scores": [0.1, 0.4, 0.3, 0.2], "zero_variance": [False] * 4, "p_model_entropy": [0.5] * 4,
-            "selected": selected, "wall_s": 1.0, "tokens": 100, "flops": 1e6}
+    scores = RoundScores(["a", "b", "c", "d"], [0.1, 0.4, 0.3, 0.2], [False] * 4, [0.5] * 4, selected, {})
+    return CurationRound(round_id, round_id, version, scores, wall_s=1.0, tokens=100, flops=1e6)
 
 
 def test_publish_swap_and_rebuild_after_redis_loses_state(tmp_path, redis_url):

@@ -128,7 +128,7 @@ def test_train_batch_marks_the_expert_prefix_and_carries_targets():
 
 def test_expert_inputs_cut_the_prefix_after_traj_start_and_prepare_targets_as_sft():
     from rlpost.policy.expert import normalise_controls
-    from rlpost.loop.train import expert_inputs
+    from rlpost.loop.steps import expert_inputs
 
     tok = SimpleNamespace(id=lambda name: 99, bins=SimpleNamespace(accel_range=(-4.0, 4.0),
                                                                    curvature_range=(-0.15, 0.15)))

@@ -47,12 +47,12 @@ def test_score_and_select_prefers_disagreement():
     np.testing.assert_allclose(logps[0], [-0.2, -6.0])
     parts = score_and_select(records, CurationConfig(size=1, strategy="top_plus_random", random_share=0.0),
                              np.random.default_rng(0))
-    scores = dict(zip(parts["candidates"], parts["scores"]))
+    scores = dict(zip(parts.candidates, parts.scores))
     assert scores["disagree"] > scores["agree"]
-    assert parts["selected"] == ["disagree"]
-    assert parts["zero_variance"] == [False, False, True]
+    assert parts.selected == ["disagree"]
+    assert parts.zero_variance == [False, False, True]
 
 
 def test_random_selection_has_no_scores():
     parts = random_selection([f"s{i}" for i in range(20)], CurationConfig(size=5), np.random.default_rng(0))
-    assert len(parts["selected"]) == 5 and set(parts["scores"]) == {0.0}
+    assert len(parts.selected) == 5 and set(parts.scores) == {0.0}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import reward_plugins as P
 
 from rlpost.rewards.guard import GuardedReward
-from rlpost.rewards.compose import RewardPipeline
+from rlpost.rewards.compose import RewardPipeline, flatten_components
 from rlpost.rewards.registry import resolve_reward
 from rlpost.rewards.spec import RewardSpec
 
@@ -130,8 +131,8 @@ def test_pipeline_other_components_of_hung_samples_are_unaffected():
     assert metrics["rewards/sleeps_forever/worker_restarts"] == 1
     rec = out[0].components["sleeps_forever"]
     assert rec.version == "unversioned" and rec.weight == 2.0 and rec.latency_ms > 0
-    flat = out[0].flat()
-    assert flat["reward.sleeps_forever.status"] == "timeout" and "reward.raises.error" in flat
+    flat = flatten_components(out[0].components)
+    assert flat["reward.sleeps_forever.status"] == "timeout" and "error" in json.loads(flat["reward.raises.info"])
 
 
 def test_async_plugin_in_process_also_from_inside_a_running_event_loop():
