@@ -44,6 +44,7 @@ def main() -> None:
     scenarios = pool(w)
 
     import rlpost.loop.train as rt
+    from rlpost.common import metric_names as M
     from rlpost.policy.model import load_model_config
     from rlpost.rl.config import RunConfig
     from rlpost.storage.store import MetricsLog
@@ -118,15 +119,15 @@ def main() -> None:
         vals = [rows[k].get(key, 0.0) for k in steps][sk]
         return sum(vals) / len(vals)
 
-    parts = {"generate_wait": mean("time/generate_wait_s"), "score": mean("time/score_s"),
-             "learn": mean("time/learn_s"), "sync": mean("time/sync_s")}
-    step_s = mean("time/step_s")
+    parts = {"generate_wait": mean(M.GENERATE_WAIT_S), "score": mean(M.SCORE_S),
+             "learn": mean(M.LEARN_S), "sync": mean(M.SYNC_S)}
+    step_s = mean(M.STEP_S)
     result = {
         "framework": "rlpost", "staleness": args.staleness, "threads": 1, "verify_probe": bool(args.verify_probe),
         **env, **summary,
-        "breakdown_s": {**parts, "curation": mean("curation/wall_s") if "curation/wall_s" in rows[steps[-1]] else 0.0,
+        "breakdown_s": {**parts, "curation": mean(M.CURATION_WALL_S) if M.CURATION_WALL_S in rows[steps[-1]] else 0.0,
                         "loop_bookkeeping": summary["step_s_mean"] - step_s, "step_s_loop": step_s},
-        "decoded_rate": mean("decoded_rate"), "sync_ms": mean("sync_ms"), "sampler_logp_gap": mean("sampler_logp_gap"),
+        "decoded_rate": mean(M.DECODED_RATE), "sync_ms": mean(M.SYNC_MS), "sampler_logp_gap": mean(M.SAMPLER_LOGP_GAP),
         "startup_s": {"process_to_train_call": t_train - T_PROCESS, "stages": stages,
                       "train_call_to_before_eval": walls.get(-1, t_train) - t_train,
                       "to_first_step_end": ends[0] - T_PROCESS, "total": t_end - T_PROCESS},

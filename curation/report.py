@@ -13,22 +13,23 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from rlpost.curation.analysis import jaccard, rank_correlation
+from rlpost.common import metric_names as M
 
 
 def load_run(run_dir: Path) -> dict:
     """Eval curve, training tokens, wall time and curation rounds of one run."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train = [r for r in rows if 0 <= r["step"] and "time/step_s" in r]
-    evals = [r for r in rows if "eval/reward" in r]
+    train = [r for r in rows if 0 <= r["step"] and M.STEP_S in r]
+    evals = [r for r in rows if M.held_out(M.REWARD) in r]
     rounds = {}
     if (run_dir / "curation").exists():
         for row in pq.read_table(run_dir / "curation").to_pylist():
             rounds.setdefault(row["round"], []).append(row)
-    wall = np.cumsum([r["time/step_s"] for r in train]).tolist()
+    wall = np.cumsum([r[M.STEP_S] for r in train]).tolist()
     last = train[-1] if train else {}
     return {"evals": evals, "train": train, "rounds": rounds, "wall": wall,
-            "curation_wall_s": last.get("curation/wall_s", 0.0), "curation_tokens": last.get("curation/tokens", 0),
-            "token_share": last.get("curation/token_share", 0.0)}
+            "curation_wall_s": last.get(M.CURATION_WALL_S, 0.0), "curation_tokens": last.get(M.CURATION_TOKENS, 0),
+            "token_share": last.get(M.CURATION_TOKEN_SHARE, 0.0)}
 
 
 def offline_staleness(offline: dict, online: dict) -> list[dict]:
@@ -66,17 +67,17 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]]) -> Path:
             if not run["evals"]:
                 continue
             first, last = run["evals"][0], run["evals"][-1]
-            finals["reward"].append(last["eval/reward"])
-            finals["ade"].append(last.get("eval/ade", np.nan))
-            finals["delta"].append(last["eval/reward"] - first["eval/reward"])
+            finals["reward"].append(last[M.held_out(M.REWARD)])
+            finals["ade"].append(last.get(M.held_out(M.ADE), np.nan))
+            finals["delta"].append(last[M.held_out(M.REWARD)] - first[M.held_out(M.REWARD)])
             finals["cwall"].append(run["curation_wall_s"])
             finals["share"].append(run["token_share"])
             steps = [max(r["step"], 0) for r in run["evals"]]
             wall = [0.0] + run["wall"]
             curves["wall"].append([wall[min(s, len(wall) - 1)] + run["curation_wall_s"] * s / max(len(run["wall"]), 1)
                                    for s in steps])
-            curves["reward"].append([r["eval/reward"] for r in run["evals"]])
-            curves["ade"].append([r.get("eval/ade", np.nan) for r in run["evals"]])
+            curves["reward"].append([r[M.held_out(M.REWARD)] for r in run["evals"]])
+            curves["ade"].append([r.get(M.held_out(M.ADE), np.nan) for r in run["evals"]])
             curves["steps"].append(steps)
         if not finals:
             continue

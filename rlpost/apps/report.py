@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from rlpost.common import metric_names as M
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -17,8 +18,8 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def plot_curves(rows: list[dict], path: Path) -> Path:
     """Reward components, ADE, consistency and step time over training steps."""
-    train = [r for r in rows if r["step"] >= 0 and "reward" in r]
-    panels = [k for k in train[0] if k.startswith("reward/")] + ["ade", "sampler_logp_gap", "time/step_s"]
+    train = [r for r in rows if r["step"] >= 0 and M.REWARD in r]
+    panels = [k for k in train[0] if k.startswith(M.reward_of(""))] + [M.ADE, M.SAMPLER_LOGP_GAP, M.STEP_S]
     panels = [k for k in panels if any(k in r and r[k] is not None for r in train)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
     for ax, key in zip(axes if len(panels) > 1 else [axes], panels):
@@ -44,16 +45,16 @@ def write_report(run_dir: str | Path, summary: dict, extra: dict | None = None) 
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
         change = f"{a - b:+.3f}" if isinstance(a, float) and isinstance(b, float) else ""
-        lines.append(f"| {key.removeprefix('eval/')} | {b if b is None else f'{b:.3f}'} | "
+        lines.append(f"| {key.removeprefix(M.HELD_OUT_PREFIX)} | {b if b is None else f'{b:.3f}'} | "
                      f"{a if a is None else f'{a:.3f}'} | {change} |")
-    train = [r for r in rows if r["step"] >= 0 and "reward" in r]
+    train = [r for r in rows if r["step"] >= 0 and M.REWARD in r]
     if train:
         plot_curves(rows, run_dir / "curves.png")
         mean = lambda k: sum(r.get(k) or 0.0 for r in train) / len(train)  # noqa: E731
-        lines += ["", "## Training", "", f"{len(train)} GRPO steps; mean step time {mean('time/step_s'):.2f} s "
-                  f"(generation wait {mean('time/generate_wait_s'):.2f}, rewards {mean('time/score_s'):.2f}, "
-                  f"learner {mean('time/learn_s'):.2f}, sync {mean('time/sync_s'):.2f}); mean sampler-vs-learner "
-                  f"log-prob gap {mean('sampler_logp_gap'):.2e}.", "", "![curves](curves.png)"]
+        lines += ["", "## Training", "", f"{len(train)} GRPO steps; mean step time {mean(M.STEP_S):.2f} s "
+                  f"(generation wait {mean(M.GENERATE_WAIT_S):.2f}, rewards {mean(M.SCORE_S):.2f}, "
+                  f"learner {mean(M.LEARN_S):.2f}, sync {mean(M.SYNC_S):.2f}); mean sampler-vs-learner "
+                  f"log-prob gap {mean(M.SAMPLER_LOGP_GAP):.2e}.", "", "![curves](curves.png)"]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlpost.common import metric_names as M
+
 
 # (claim, metric, from-row, to-row, the paper's direction of to − from: +1 up, −1 down)
 FINDINGS = (
@@ -131,15 +133,15 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("reward/reasoning_critic", "reasoning critic (0–1)"), ("reward/coc_consistency", "consistency"),
-              ("reward/trajectory_quality", "trajectory quality"), ("ade", "sampled ADE@6.4s [m]"),
-              ("expert/flow_loss", "expert flow loss (flow arms)")]
+    panels = [(M.reward_of("reasoning_critic"), "reasoning critic (0–1)"), (M.reward_of("coc_consistency"), "consistency"),
+              (M.reward_of("trajectory_quality"), "trajectory quality"), (M.ADE, "sampled ADE@6.4s [m]"),
+              (M.EXPERT_FLOW_LOSS, "expert flow loss (flow arms)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4))
     for color, arm in enumerate(arms):
         curves = []
         for run in runs.get(arm.name, []):
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            curves.append([r for r in rows if r["step"] >= 0 and "time/step_s" in r])
+            curves.append([r for r in rows if r["step"] >= 0 and M.STEP_S in r])
         n = min((len(c) for c in curves), default=0)
         if not n:
             continue
@@ -167,7 +169,7 @@ def _step_seconds(runs: dict[str, list[Path]]) -> list[float]:
     for paths in runs.values():
         for run in paths:
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            out += [r["time/step_s"] for r in rows if "time/step_s" in r]
+            out += [r[M.STEP_S] for r in rows if M.STEP_S in r]
     return out
 
 
