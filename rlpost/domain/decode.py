@@ -3,9 +3,8 @@ rollout records and their Parquet log)."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 # ok: a complete trajectory of valid bins; no_trajectory: the completion never opened one (no <|traj_start|>);
 # malformed_trajectory: it opened one, but the tokens are not exactly the 2 x 64 valid bins before <|traj_end|>.
 DecodeStatus = Literal["ok", "no_trajectory", "malformed_trajectory"]
-DECODE_STATUSES: tuple[str, ...] = get_args(DecodeStatus)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from rlpost.common.config import StrictModel
 
 # Size presets of the random-init Qwen2 backbone. head_dim = hidden / heads must be one vLLM's CPU attention
 # supports (32, 64, 80, 96, 112, 128, ...; 16 fails) (shared/ENVIRONMENT.md).
@@ -26,11 +28,7 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 _VLLM_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 256)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-
-class ExpertConfig(_Strict):
+class ExpertConfig(StrictModel):
     """The flow-matching action expert behind the stop-gradient (SPEC §1, π0.5-KI)."""
 
     enabled: bool = Field(True, description="train and evaluate the flow-matching action expert beside the token head")
@@ -48,7 +46,7 @@ class ExpertConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """The policy model: a Qwen2-architecture causal LM from a size preset (random init) or an HF path."""
 
     size: Literal["tiny", "small", "base"] | None = Field("tiny", description="size preset of the random-init Qwen2 backbone; None when `path` is set")
@@ -89,13 +87,8 @@ class ModelConfig(_Strict):
             )
         return self
 
-    @property
-    def max_sequence_tokens(self) -> int:
-        """Prompt + <|cot_start|> trace <|cot_end|> <|traj_start|> 128 bins <|traj_end|>."""
-        return self.max_prompt_tokens + self.max_trace_tokens + 2 * 64 + 4
 
-
-class SFTConfig(_Strict):
+class SFTConfig(StrictModel):
     """Supervised fine-tuning (AR1 stages 1+2): teacher forcing on CoC + trajectory tokens with DeepSpeed."""
 
     data: str = Field("data/scenarios", description="Parquet scenario dataset (file or folder) to train on")
@@ -130,7 +123,7 @@ class SFTConfig(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictModel):
     """`rlpost eval`: open-loop metrics of a checkpoint on a split (SPEC §8)."""
 
     data: str = Field("data/scenarios", description="Parquet scenario dataset")
@@ -146,7 +139,7 @@ class EvalConfig(_Strict):
     threads: int = Field(1, ge=1, description="torch/OpenMP threads of the eval process")
 
 
-class PolicyRunConfig(_Strict):
+class PolicyRunConfig(StrictModel):
     """The policy's part of the root config, used stand-alone by `rlpost sft` / `rlpost eval` on a YAML file."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="the policy model")

@@ -8,31 +8,33 @@ import string
 
 import pytest
 
-from rlpost.domain import coc
+from rlpost.domain import coc, coc_wording, phrase_scanner
 from rlpost.domain import coc_wording
 from rlpost.domain.coc import (
     ALL_DECISIONS,
     DECISION_VOCABULARY,
+    MAX_TRACE_CHARS,
+    CausalFactor,
+    Decision,
+    FactorCategory,
+    TraceParse,
+    compose_trace,
+    factor_phrase,
+    parse_trace,
+)
+from rlpost.domain.coc_taxonomy import (
     DIRECTIONAL_LATERAL,
     FULL_TO_SIMPLIFIED,
     INTERESTING,
     INTERESTING_FULL,
-    MAX_TRACE_CHARS,
     SIMPLIFIED_LATERAL,
     SIMPLIFIED_LONGITUDINAL,
     SIMPLIFIED_TO_FULL,
-    CausalFactor,
-    Decision,
     Direction,
-    FactorCategory,
     Lateral,
     Longitudinal,
     SimplifiedDecision,
-    TraceParse,
-    compose_trace,
     decision_priority,
-    factor_phrase,
-    parse_trace,
 )
 
 L, A, D, S, F = Longitudinal, Lateral, Direction, SimplifiedDecision, FactorCategory
@@ -429,7 +431,7 @@ def test_scanner_matches_plain_regex_alternation():
         coc._bounded(coc_wording.LONGITUDINAL_PATTERNS, L), coc._bounded(coc_wording.LATERAL_PATTERNS, A),
         coc._bounded(coc_wording.FACTOR_PATTERNS.items(), F), coc_wording.STRUCTURE_PATTERNS,
     ]
-    scanner = coc_wording.PhraseScanner(families)
+    scanner = phrase_scanner.PhraseScanner(families)
     references = []
     for family in families:
         body = "|".join(f"(?P<g{i}>{pattern})" for i, (_, pattern) in enumerate(family))
@@ -447,12 +449,12 @@ def test_scanner_matches_plain_regex_alternation():
 
 
 def test_first_keys():
-    assert coc_wording.first_keys(r"(?:come|go)(?:s|es)? to") == {"come", "go", "gos", "goes"}
-    assert coc_wording.first_keys(r"(?<!bus )mov\w*") >= {"mov", "move", "movi"}
-    assert coc_wording.first_keys(r"\w+ stop") is None
-    assert coc_wording.first_keys(r"4 way") is None
+    assert phrase_scanner.first_keys(r"(?:come|go)(?:s|es)? to") == {"come", "go", "gos", "goes"}
+    assert phrase_scanner.first_keys(r"(?<!bus )mov\w*") >= {"mov", "move", "movi"}
+    assert phrase_scanner.first_keys(r"\w+ stop") is None
+    assert phrase_scanner.first_keys(r"4 way") is None
     with pytest.raises(ValueError, match="cannot index"):
-        coc_wording.PhraseScanner([[("x", r"\w+")]])
+        phrase_scanner.PhraseScanner([[("x", r"\w+")]])
 
 
 def test_punctuation_only_and_letters_only_text():
