@@ -95,7 +95,7 @@ class Cluster:
         # The reward worker takes no reserved CPU: its functions are light, or run in their own guarded processes.
         self.reward = RewardWorker.options(num_cpus=0, runtime_env=actor_env(1), name=f"rlpost:{cfg.name}:reward",
                                            **restart).remote(
-            rewards_cfg, cfg.rewards.cache_url or redis_url, f"rlpost:{cfg.name}:reward_cache")
+            rewards_cfg, cfg.rewards.cache_url or redis_url, cfg.name)
         self.last_weights = None
         self.restarts = {"rollout": 0, "reward": 0}
         self.version = 0  # the policy version every engine holds after the last sync

@@ -7,13 +7,13 @@ import ray
 
 @ray.remote
 class RewardWorker:
-    def __init__(self, rewards_cfg, cache_url: str | None, cache_prefix: str, threads: int = 1):
-        from rlpost.rewards.cache import RewardCache
+    def __init__(self, rewards_cfg, cache_url: str | None, run_name: str, threads: int = 1):
+        from rlpost.rewards.cache import open_reward_cache, run_cache_prefix
         from rlpost.rewards.compose import RewardPipeline
         from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
-        cache = RewardCache(cache_url, prefix=cache_prefix) if cache_url else None
+        cache = open_reward_cache(rewards_cfg, cache_url, run_cache_prefix(rewards_cfg, run_name))
         self.pipeline = RewardPipeline(rewards_cfg, cache=cache)
 
     def score(self, completions, scenarios):

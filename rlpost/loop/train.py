@@ -21,6 +21,7 @@ from rlpost.actors.cluster import Cluster
 from rlpost.storage.local_redis import LocalRedisServer
 from rlpost.domain.metrics import ade
 from rlpost.policy.tokenizer import PAD, TRAJ_START, PolicyTokenizer
+from rlpost.rewards.budget import check_error_budget
 from rlpost.rl.config import RunConfig
 from rlpost.storage.store import MetricsLog, RunState, StepFiles, records_table
 
@@ -72,6 +73,7 @@ def evaluate(cluster: Cluster, held_out: list, by_id: dict, cfg: RunConfig, step
     """Held-out rewards of the current policy: ``eval_samples`` samples per scenario, scored like training."""
     records = cluster.collect(cluster.generate(held_out, 1_000_000 + step, group_size=cfg.trainer.eval_samples))
     cluster.score(records, by_id)
+    check_error_budget([r.rewards for r in records], cfg.rewards.components, f"held-out evaluation {step}")
     return {f"eval/{k}": v for k, v in reward_means(records, by_id).items()}
 
 
@@ -162,6 +164,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             if tr.staleness and step + 1 < tr.steps:                                            # overlap next
                 pending = _launch(cluster, selection, step + 1, tr, by_id)
             cluster.score(records, by_id)                                                        # score
+            check_error_budget([r.rewards for r in records], cfg.rewards.components, f"step {step}")
             t_score = time.perf_counter()
             adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
             _check_staleness(records, step, tr.staleness)
