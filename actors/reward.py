@@ -10,13 +10,13 @@ from rlpost.actors.common import ActorDiedError, actor_env, revive, wait
 
 @ray.remote
 class RewardWorker:
-    def __init__(self, rewards_cfg, cache_url: str | None, cache_prefix: str, threads: int = 1):
+    def __init__(self, rewards_cfg, cache_url: str | None, run_name: str, threads: int = 1):
         from rlpost.common.runtime import configure_cpu_runtime
-        from rlpost.rewards.cache import RewardCache
+        from rlpost.rewards.cache import open_reward_cache, run_cache_prefix
         from rlpost.rewards.compose import RewardPipeline
 
         configure_cpu_runtime(threads)
-        cache = RewardCache(cache_url, prefix=cache_prefix) if cache_url else None
+        cache = open_reward_cache(rewards_cfg, cache_url, run_cache_prefix(rewards_cfg, run_name))
         self.pipeline = RewardPipeline(rewards_cfg, cache=cache)
 
     def score(self, completions, scenarios):
@@ -40,7 +40,7 @@ class RewardClient:
         # No reserved CPU: the functions are light, or run in their own guarded processes.
         self.actor = RewardWorker.options(num_cpus=0, runtime_env=actor_env(1), name=f"rlpost:{cfg.name}:reward",
                                           max_restarts=cfg.trainer.max_restarts, max_task_retries=0).remote(
-            rewards_cfg, cfg.rewards.cache_url or redis_url, f"rlpost:{cfg.name}:reward_cache")
+            rewards_cfg, cfg.rewards.cache_url or redis_url, cfg.name)
 
     def score(self, records: list, scenarios_by_id: dict) -> None:
         """Set ``rewards`` (typed components) and ``reward_total`` of every record."""

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 
+from rlpost.rewards.spec import RewardsConfig
 from rlpost.rewards.types import Completion, RewardResult
 
 logger = logging.getLogger(__name__)
@@ -124,3 +125,17 @@ class RewardCache:
     def close(self) -> None:
         """Close the connection pool."""
         self.client.close()
+
+
+def run_cache_prefix(config: RewardsConfig, run_name: str) -> str:
+    """``rewards.cache_prefix`` + ``:`` + the run's name: the key prefix of a training run's reward cache.
+
+    The run name stays in it because a key names the scenario by id only, not by its ground truth: runs on other
+    data sets that reuse scenario ids must not read each other's results from a shared Redis.
+    """
+    return f"{config.cache_prefix}:{run_name}"
+
+
+def open_reward_cache(config: RewardsConfig, redis_url: str | None, prefix: str) -> RewardCache | None:
+    """The cache at ``redis_url`` under ``prefix`` with ``rewards.cache_ttl_s`` expiry; None without a URL."""
+    return RewardCache(redis_url, prefix=prefix, ttl_s=config.cache_ttl_s) if redis_url else None

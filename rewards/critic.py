@@ -29,9 +29,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlpost.rewards import rubric as _rubric  # noqa: F401  (registers the rubric backend)
-from rlpost.rewards.critic_backends import MAX_GRADE, CriticBackend, CritiqueRequest, get_critic_backend
-from rlpost.rewards.registry import register_reward
+from rlpost.rewards.critic_backends import (MAX_GRADE, CriticBackend, CritiqueRequest, critic_backend_factory,
+                                            get_critic_backend)
+from rlpost.rewards.registry import ParamProblem, bind_keywords, register_reward
 from rlpost.rewards.types import Completion, RewardResult
+
 
 def _to_results(grades: Any, n: int, backend: CriticBackend, normalise: bool) -> list[RewardResult]:
     if not isinstance(grades, (list, tuple)) or len(grades) != n:
@@ -52,7 +54,22 @@ def _to_results(grades: Any, n: int, backend: CriticBackend, normalise: bool) ->
     return out
 
 
-@register_reward("reasoning_critic", version="1")
+def check_backend_options(options: dict[str, Any], bound: dict[str, Any]) -> list[ParamProblem]:
+    """Before a run: ``backend`` names a known backend and the remaining params bind to its factory's options
+    (a typo in a backend option would otherwise fail every sample with status error)."""
+    backend = bound["backend"]
+    if not isinstance(backend, str):  # already reported against the ``backend: str`` annotation
+        return []
+    try:
+        factory, _ = critic_backend_factory(backend)
+    except KeyError as exc:
+        return [ParamProblem("backend", str(exc.args[0]))]
+    # ImportError of a backend's entry point propagates: the caller reports it as the component's problem.
+    problems, _, _ = bind_keywords(factory, options, owner=f"critic backend {backend!r} of reasoning_critic")
+    return problems
+
+
+@register_reward("reasoning_critic", version="1", check_options=check_backend_options)
 def reasoning_critic(
     completions: Sequence[Completion],
     scenarios: Sequence[Any],

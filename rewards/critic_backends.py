@@ -82,9 +82,8 @@ def _load_entry_point_backend(name: str) -> None:
         ep.load()
 
 
-def get_critic_backend(name: str, **options: Any) -> CriticBackend:
-    """The backend ``name`` built with ``options`` (cached per process: a judge client is built once). Backends
-    register by decorator, or by an entry point in the ``rlpost.critic_backends`` group (loaded on first use).
+def critic_backend_factory(name: str) -> tuple[Callable[..., CriticBackend], str]:
+    """The factory and version registered under ``name`` (loading its entry point on first use), not built.
 
     Raises ``KeyError`` naming the known backends for an unknown name.
     """
@@ -93,9 +92,18 @@ def get_critic_backend(name: str, **options: Any) -> CriticBackend:
     if name not in _BACKENDS:
         raise KeyError(f"unknown critic backend {name!r}; known: {sorted(_BACKENDS)} and entry points "
                        f"{sorted(ep.name for ep in importlib.metadata.entry_points(group=BACKEND_ENTRY_POINTS))}")
+    return _BACKENDS[name]
+
+
+def get_critic_backend(name: str, **options: Any) -> CriticBackend:
+    """The backend ``name`` built with ``options`` (cached per process: a judge client is built once). Backends
+    register by decorator, or by an entry point in the ``rlpost.critic_backends`` group (loaded on first use).
+
+    Raises ``KeyError`` naming the known backends for an unknown name.
+    """
+    factory, version = critic_backend_factory(name)
     key = (name, json.dumps(options, sort_keys=True, default=repr))
     if key not in _INSTANCES:
-        factory, version = _BACKENDS[name]
         backend = factory(**options)
         backend.name, backend.version = name, version
         _INSTANCES[key] = backend

@@ -6,6 +6,9 @@
         - {name: coc_consistency, weight: 1.0}
         - {name: reasoning_critic, weight: 0.2, params: {backend: rubric}, cache: true}
         - {fn: mypkg.rewards:lane_bonus, weight: 0.2, deadline_s: 5, fallback: 0.0}
+
+``params`` are bound against the function's keyword parameters by ``problems()`` (run by ``RunConfig.preflight``):
+a typo is refused before a run starts rather than failing every sample with status error.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class RewardSpec(BaseModel):
         "and the chunk's samples get status timeout. null: no deadline (required with in_process).",
     )
     fallback: float = Field(0.0, description="Value given to samples with status timeout or error.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed on every call.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed on every call (bound to the function at preflight)."
+    )
     in_process: bool = Field(
         False,
         description="Call the function in the calling process: no process hop, but no deadline can be enforced "
@@ -50,6 +55,13 @@ class RewardSpec(BaseModel):
         "timeout without running, bounding a batch's worst case to about this many deadlines.",
     )
     cache: bool = Field(False, description="Look results up in / store them to the Redis reward cache.")
+    max_error_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="The run stops when this share of one step's samples get status error from this component "
+        "(1.0: only when all do; timeouts and unparseable samples do not count).",
+    )
 
     @field_validator("weight", "fallback")
     @classmethod
@@ -113,17 +125,31 @@ class RewardsConfig(BaseModel):
             seen[spec.component] = i
         return self
 
-    def check_resolvable(self) -> None:
-        """Resolve every component's reward now (before any actor starts); errors name the component index."""
-        from rlpost.rewards.registry import UNVERSIONED, resolve_reward
+    def problems(self) -> list[str]:
+        """Everything that stops the components from running, found now (before any actor starts): a reward that
+        does not resolve, cache: true without a version, params that do not bind to the function's keyword
+        parameters (or to its declared options, e.g. the critic backend's). Each message names its config path."""
+        from rlpost.rewards.registry import UNVERSIONED, param_problems, resolve_reward
 
+        out = []
         for i, spec in enumerate(self.components):
+            where = f"rewards.components[{i}]"
             try:
                 entry = resolve_reward(spec.ref)
+                bad_params = param_problems(entry, spec.params)
             except (KeyError, ImportError, AttributeError, TypeError, ValueError) as exc:
-                raise ValueError(f"rewards.components[{i}] ({spec.ref}): {exc}") from exc
+                out.append(f"{where} ({spec.ref}): {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}")
+                continue
             if spec.cache and entry.version == UNVERSIONED:
-                raise ValueError(
-                    f"rewards.components[{i}] ({spec.ref}): cache: true needs a declared version (decorate it with "
+                out.append(
+                    f"{where} ({spec.ref}): cache: true needs a declared version (decorate it with "
                     "@register_reward(name, version=...) or set a 'reward_version' attribute), or set cache: false"
                 )
+            out += [f"{where}.params.{p.key}: {p.message}" for p in bad_params]
+        return out
+
+    def check_resolvable(self) -> None:
+        """Raise ``ValueError`` listing every problem of ``problems()`` (one per line), if any."""
+        found = self.problems()
+        if found:
+            raise ValueError("\n  ".join(found))

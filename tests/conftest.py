@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ from rlpost.common.runtime import configure_cpu_runtime
 
 configure_cpu_runtime(threads=1)
 
-# Ray workers unpickle test fixtures (the synthetic scenarios of tests/synthetic_policy.py) by module name, so the
-# processes a local Ray starts must find this folder too.
-_HERE = str(Path(__file__).resolve().parent)
-os.environ["PYTHONPATH"] = os.pathsep.join([_HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
+# Ray workers unpickle test fixtures by module name (the synthetic scenarios of tests/synthetic_policy.py, the
+# plugin rewards of tests/unit/reward_plugins.py), so the processes a local Ray starts must find these folders too.
+_HERE = Path(__file__).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join([str(_HERE), str(_HERE / "unit"), *filter(None, [os.environ.get("PYTHONPATH")])])
+if str(_HERE / "unit") not in sys.path:  # the driver resolves plugin rewards by the same module names
+    sys.path.insert(0, str(_HERE / "unit"))
 
 
 @pytest.fixture(scope="session")

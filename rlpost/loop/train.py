@@ -20,6 +20,7 @@ from rlpost.common import metric_names as M
 from rlpost.loop.selection import Selection
 from rlpost.loop.steps import assign_advantages, check_staleness, expert_inputs, reward_means
 from rlpost.policy.tokenizer import PAD, PolicyTokenizer
+from rlpost.rewards.budget import check_error_budget
 from rlpost.rl.config import RunConfig
 from rlpost.storage.local_redis import LocalRedisServer
 from rlpost.storage.store import MetricsLog, RunState, StepFiles, records_table
@@ -64,6 +65,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             if tr.staleness and step + 1 < tr.steps:                                            # overlap next
                 pending = launch(cluster, selection, step + 1, cfg, by_id)
             cluster.score(records, by_id)                                                        # score
+            check_error_budget([r.rewards for r in records], cfg.rewards.components, f"step {step}")
             t_score = time.perf_counter()
             adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
             oldest = check_staleness(records, step, tr.staleness)
@@ -115,6 +117,7 @@ def evaluate(cluster: Cluster, held_out: list, by_id: dict, cfg: RunConfig, step
     """Held-out rewards of the current policy: ``eval_samples`` samples per scenario, scored like training."""
     records = cluster.collect(cluster.generate(held_out, EVAL_SEED_STEP + step, group_size=cfg.trainer.eval_samples))
     cluster.score(records, by_id)
+    check_error_budget([r.rewards for r in records], cfg.rewards.components, f"held-out evaluation {step}")
     return {M.held_out(k): v for k, v in reward_means(records, by_id).items()}
 
 

@@ -166,10 +166,8 @@ class RunConfig(StrictModel):
         if need_data and not Path(self.data.path).exists():
             problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
                             f"{self.data.path}` or run `rlpost demo`, which builds it")
-        try:
-            self.rewards.check_resolvable()
-        except (ValueError, ImportError) as exc:
-            problems.append(f"rewards: {exc}")
+        # Params too: a typo there would otherwise give every sample status error, the run training on fallbacks.
+        problems += self.rewards.problems()
         if problems:
             from rlpost.common.config import ConfigError
 

@@ -116,3 +116,29 @@ def bool_values(completions, scenarios, /):
 async def async_raises_timeout(completions, scenarios, /):
     """An async plugin whose own network call timed out: an error, not the guard's deadline."""
     raise TimeoutError("upstream judge did not answer")
+
+
+def forwards_options(completions, scenarios, /, *, scale: float = 1.0, **options):
+    """A plugin taking ``**options`` with no declared checker: any extra key is accepted."""
+    return [scale * len(options) for _ in completions]
+
+
+def needs_threshold(completions, scenarios, bonus=0.1, /, *, threshold: float):
+    """A plugin with a required keyword parameter (and a positional-only one a config cannot pass)."""
+    return [float(len(c.trace) > threshold) for c in completions]
+
+
+def positional_or_keyword(completions, scenarios, bonus=0.1):
+    """README style: the parameter is not keyword-only, yet params can set it."""
+    return [bonus for _ in completions]
+
+
+TRAIN_ONLY_MESSAGE = "lane map missing for a training scenario"
+
+
+def raises_on_train(completions, scenarios, /):
+    """Raises on any batch holding a scenario of split 'train' (held-out 'val' batches score 1): a component
+    that fails on every training sample, for the error budget's end-to-end test."""
+    if any(getattr(s, "split", None) == "train" for s in scenarios):
+        raise RuntimeError(TRAIN_ONLY_MESSAGE)
+    return [1.0 for _ in completions]
