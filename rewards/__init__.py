@@ -7,6 +7,7 @@ Public API (import from here):
     RewardPipeline, SampleRewards, ComponentRecord        guarded, weighted, per-component scoring
     RewardCache                                the Redis cache for expensive rewards
     check_reward, ContractReport               the plugin contract test
+    check_error_budget, RewardBudgetError      a step's share of errors per component against its budget
 Built-ins (resolved by name): ``trajectory_quality``, ``coc_consistency``, ``reasoning_critic`` (backend ``rubric``;
 a ``judge`` backend plugs in through ``critic.register_critic_backend``).
 
@@ -33,6 +34,8 @@ _LAZY = {
     "ComponentRecord": "rlpost.rewards.compose",
     "RewardCache": "rlpost.rewards.cache",
     "check_reward": "rlpost.rewards.contract",
+    "check_error_budget": "rlpost.rewards.budget",
+    "RewardBudgetError": "rlpost.rewards.budget",
     "ContractReport": "rlpost.rewards.contract",
 }
 

@@ -24,7 +24,6 @@ then fails the check instead of hanging the test), else in this process.
 
 from __future__ import annotations
 
-import inspect
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rlpost.rewards.guard import GuardedReward, call_reward
-from rlpost.rewards.registry import UNVERSIONED, RewardEntry, _entry_from_callable, resolve_reward
+from rlpost.rewards.registry import UNVERSIONED, RewardEntry, _entry_from_callable, param_problems, resolve_reward
 from rlpost.rewards.synthetic import expert_completion, garbage_completion, synthetic_scenarios
 from rlpost.rewards.types import STATUSES, RewardResult
 
@@ -138,11 +137,9 @@ def check_reward(
     add(ContractCheck("version", entry.version != UNVERSIONED,
                       "" if entry.version != UNVERSIONED else "declare one: @register_reward(name, version='1')"))
     scen = list(scenarios) if scenarios is not None else synthetic_scenarios(8, seed=seed)
-    try:
-        inspect.signature(entry.fn).bind(["completions"], ["scenarios"], **params)
-        add(ContractCheck("signature", True))
-    except (TypeError, ValueError) as exc:
-        add(ContractCheck("signature", False, f"cannot call fn(completions, scenarios, **{params}): {exc}"))
+    problems = param_problems(entry, params)
+    add(ContractCheck("signature", not problems, "; ".join(f"params.{p.key}: {p.message}" for p in problems)))
+    if problems:
         return report
     why = _importable(entry)
     add(ContractCheck("worker", not why, why and f"{why}: define it at module top level so it can run with a deadline"))

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from rlpost.common.config import StrictModel
 
 
-class RewardSpec(BaseModel):
+class RewardSpec(StrictModel):
     """One reward component: what to call, how much it weighs and how it is guarded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     name: str | None = Field(None, description="Built-in or entry-point reward name (exclusive with fn).")
     fn: str | None = Field(None, description="Dotted path 'package.module:function' of a plugin (exclusive with name).")
@@ -100,10 +102,10 @@ class RewardSpec(BaseModel):
         return self.fn.rsplit(":", 1)[-1].rsplit(".", 1)[-1]  # type: ignore[union-attr]
 
 
-class RewardsConfig(BaseModel):
+class RewardsConfig(StrictModel):
     """All reward components plus the optional Redis cache used by components with ``cache: true``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     components: list[RewardSpec] = Field(..., min_length=1, description="The reward components, summed by weight.")
     cache_url: str | None = Field(None, description="Redis URL of the reward cache; null: the run's own Redis.")
