@@ -118,8 +118,8 @@ def _directed(kind: Lateral, requires_any: str, forbids: str, note: str) -> None
 _directed(_A.MERGE_SPLIT, "steer_left sharp_steer_left", f"sharp_steer_right {_REV_LAT}",
           "a {side} merge or split needs a {side} steer; a sharp opposite steer is a different manoeuvre")
 # Nudges and lane changes: the turn rate is heading change per metre, so the same lateral shift made at walking
-# pace (queues, SUMO's sublane moves) crosses the sharp threshold; sharpness alone cannot reject them. 24 % of
-# the real SUMO labels failed when these rows forbade sharp steers, so they require the side's steer only.
+# pace (queues, SUMO's sublane moves) crosses the sharp threshold; sharpness alone cannot reject them. Many
+# real SUMO labels failed when these rows forbade sharp steers, so they require the side's steer only.
 _directed(_A.OUT_OF_LANE_NUDGE, "steer_left sharp_steer_left", _REV_LAT,
           "a nudge (≥ 0.8 m at ≥ 0.095 m/m, SPEC §4) shows as a {side} steer, sharp when slow")
 _directed(_A.IN_LANE_NUDGE, "steer_left sharp_steer_left", _REV_LAT,

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from re import _constants as _C, _parser  # CPython's regex parse tree, read by first_keys only
 
 # ----------------------------------------------------------------------------------------------------------
-# Matching the tables fast. Python's re tries every alternative of a big alternation at every word; that made
-# a parse ~180 µs. `PhraseScanner` gives exactly the matches of one ``\b(?:alt1|alt2|...)`` finditer per family
+# Matching the tables fast. Python's re tries every alternative of a big alternation at every word, which
+# dominated a parse. `PhraseScanner` gives exactly the matches of one ``\b(?:alt1|alt2|...)`` finditer per family
 # (same order of preference, same non-overlap) but at each word only tries the alternatives that can begin
 # with the word's first four letters, read off each pattern once at import.
 # ----------------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class PhraseScanner:
         ends = [0] * self._n
         by_key = self._by_key
         pos = 0
-        # Splitting on spaces is ~4× faster than a finditer over word starts; a token whose first letters hold
+        # Splitting on spaces is several times faster than a finditer over word starts; a token whose first letters hold
         # punctuation, digits or non-ascii letters ("(stop", "so,", "i'll", "movéd") takes the slow path over its
         # own word starts.
         for token in t.split(" "):

@@ -20,7 +20,7 @@ from rlpost.rewards.spec import RewardsConfig
 
 # The three AR1 rewards (SPEC §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
 # The built-ins are trusted, vectorised and fast: they run in the reward actor's process (no deadline, no
-# process hop, which halved throughput). Plugins and the LLM judge run in guarded workers with deadlines.
+# process hop, which costs more than the scoring itself). Plugins and the LLM judge run in guarded workers with deadlines.
 DEFAULT_REWARDS = [
     {"name": "reasoning_critic", "weight": 0.2, "in_process": True, "deadline_s": None},
     {"name": "coc_consistency", "weight": 1.0, "in_process": True, "deadline_s": None},
