@@ -125,6 +125,22 @@ def test_no_import_cycles():
     assert not cycles, f"import cycles: {cycles}"
 
 
+# Ray stays in the actors layer (ARCHITECTURE rule 1), plus the judge backend's client, which finds the judge
+# server actor by name from a reward worker process.
+RAY_ALLOWED = ("rlpost.actors", "rlpost.judge.critic")
+
+
+def test_ray_only_in_the_actors_layer():
+    users = []
+    for module, path in product_modules().items():
+        tree = ast.parse(path.read_text(), str(path))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+        if any(name == "ray" or name.startswith("ray.") for name in names) and not module.startswith(RAY_ALLOWED):
+            users.append(module)
+    assert not users, f"modules importing ray outside {RAY_ALLOWED}: {sorted(users)}"
+
+
 def test_the_checker_sees_a_violation():
     """The checker itself works: an upward import is found in a module written for the test."""
     fake = ROOT / "rlpost" / "domain" / "_layer_probe.py"
