@@ -31,6 +31,7 @@ demo: venv
 	$(BIN)/rlpost demo
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m rlpost.storage.local_redis -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side GRPO benchmark against TRL (not part of the tests). trl is installed directly: a resolve through the
