@@ -44,5 +44,7 @@ def revive(actor, what: str, timeout_s: float) -> None:
                 break
             time.sleep(0.5)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-            raise ActorCallError(f"{what}: the actor did not come back after a restart ({exc.__class__.__name__})") from None
+            raise ActorCallError(
+                f"{what}: the actor did not come back after a restart ({exc.__class__.__name__})"
+            ) from None
     raise ActorCallError(f"{what}: the actor did not come back within {timeout_s:.0f} s")

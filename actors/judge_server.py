@@ -26,8 +26,8 @@ class JudgeServer:
     """A :class:`rlpost.judge.critic.JudgeEngine` (vLLM) answering batched ``complete(pairs)`` calls."""
 
     def __init__(self, model: str, threads: int = 1, **engine_options):
-        from rlpost.judge.critic import JudgeEngine
         from rlpost.common.runtime import configure_cpu_runtime
+        from rlpost.judge.critic import JudgeEngine
 
         configure_cpu_runtime(threads)
         self.engine = JudgeEngine(model, **engine_options)

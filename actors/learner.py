@@ -62,7 +62,8 @@ class LearnerGroup:
         self.group_size = cfg.rollout.group_size
         port = free_port()
         self.ranks = [
-            LearnerWorker.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, scheduling_strategy=placement.slot("learner", r),
+            LearnerWorker.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus,
+                                  scheduling_strategy=placement.slot("learner", r),
                                   runtime_env=actor_env(lc.threads)).remote(r, lc.num_ranks, port, lc.threads)
             for r in range(lc.num_ranks)
         ]

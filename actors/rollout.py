@@ -55,7 +55,8 @@ class RolloutFleet:
         self.cfg = rc
         self.sync_timeout_s = cfg.sync.timeout_s
         self.workers = [
-            RolloutWorker.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, scheduling_strategy=placement.slot("rollout", i),
+            RolloutWorker.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus,
+                                  scheduling_strategy=placement.slot("rollout", i),
                                   runtime_env=actor_env(1), name=f"rlpost:{cfg.name}:rollout:{i}",
                                   max_restarts=cfg.trainer.max_restarts, max_task_retries=0
                                   ).remote(checkpoint, rc, cfg.trainer.seed + i)

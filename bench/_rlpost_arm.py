@@ -1,4 +1,5 @@
-"""The rlpost arm of ``bench/grpo_vs_trl.py``: ``rlpost.loop.train.train`` on the shared workload (one process, one run).
+"""The rlpost arm of ``bench/grpo_vs_trl.py``: ``rlpost.loop.train.train`` on the shared workload (one process,
+one run).
 
     python bench/_rlpost_arm.py WORKLOAD.json OUT.json --staleness 0|1 [--verify-probe]
 

@@ -147,7 +147,8 @@ def main() -> None:
         shuffle_dataset=False, seed=w.seed, bf16=False, fp16=False, use_cpu=True,
         gradient_checkpointing=args.gradient_checkpointing, disable_dropout=True,
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, log_completions=False,
-        use_vllm=args.engine == "vllm", vllm_mode="colocate", vllm_max_model_length=policy.config.max_position_embeddings,
+        use_vllm=args.engine == "vllm", vllm_mode="colocate",
+        vllm_max_model_length=policy.config.max_position_embeddings,
         vllm_importance_sampling_correction=args.is_correction,
         generation_kwargs={"extra_args": {"rlpost_phases": True}} if args.engine == "vllm" else None,
     )
@@ -210,7 +211,7 @@ def main() -> None:
         "startup_s": {"process_to_trainer_built": t_built - T_PROCESS, "setup_imports_data": t_setup - T_PROCESS,
                       "to_first_step_end": timer.ends[0] - T_PROCESS if timer.ends else None,
                       "total": t_end - T_PROCESS},
-        "reward_mean": [l.get("reward") for l in timer.logs if "reward" in l],
+        "reward_mean": [log.get("reward") for log in timer.logs if "reward" in log],
         "completions_per_step": trainer.completions, "tokens_per_step_all": trainer.tokens,
         "loadavg_end": os.getloadavg()[0],
         "decoded_rate": sum(decoded_rates) / max(len(decoded_rates), 1),

@@ -51,7 +51,7 @@ class Workload:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Workload":
+    def load(cls, path: str | Path) -> Workload:
         return cls(**json.loads(Path(path).read_text()))
 
 

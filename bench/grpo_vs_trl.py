@@ -176,9 +176,9 @@ def markdown(report: dict) -> str:
         "",
         f"Workload: checkpoint `{report['checkpoint_source']}` (snapshot) ({report['checkpoint_params']:,} params), "
         f"{w['scenarios_per_step']} scenarios × G={w['group_size']} = {w['scenarios_per_step'] * w['group_size']} "
-        f"completions/step, ≤{report['max_new_tokens']} new tokens (phase-constrained), temperature {w['temperature']}, "
-        f"top-p {w['top_p']}, AdamW lr {w['lr']} wd {w['weight_decay']} clip {w['grad_clip']}, micro-batch "
-        f"{w['micro_batch']}, {w['steps']} steps per arm of which the first {w['warmup']} are warm-up; "
+        f"completions/step, ≤{report['max_new_tokens']} new tokens (phase-constrained), temperature "
+        f"{w['temperature']}, top-p {w['top_p']}, AdamW lr {w['lr']} wd {w['weight_decay']} clip {w['grad_clip']}, "
+        f"micro-batch {w['micro_batch']}, {w['steps']} steps per arm of which the first {w['warmup']} are warm-up; "
         f"{report['rounds']} interleaved rounds (order per round: {', '.join(report['arms'])}; arms listed after "
         f"the main ones ran in the first round only). "
         "Step time = wall time between optimizer steps (median of steady-state steps, median over rounds).",
@@ -207,8 +207,9 @@ def markdown(report: dict) -> str:
                      f"**{s['ceiling_ratio']:.2f}×**." if "ceiling_ratio" in s else ""), ""]
     rl = [a for a in arms if a.startswith("rlpost")]
     if rl:
-        lines += ["rlpost step breakdown (driver's view, mean s per steady-state step; `sync` at staleness 1 includes "
-                  "waiting for the in-flight generation, which the rollout actor finishes before it loads weights):", "",
+        lines += ["rlpost step breakdown (driver's view, mean s per steady-state step; `sync` at staleness 1 "
+                  "includes waiting for the in-flight generation, which the rollout actor finishes before it loads "
+                  "weights):", "",
                   "| arm | generation wait | rewards | learner | sync | curation | loop book-keeping/idle | period |",
                   "|---|---|---|---|---|---|---|---|"]
         for arm in rl:
@@ -227,10 +228,10 @@ def markdown(report: dict) -> str:
     lines += ["What differs between the frameworks (everything else is identical, see the module docstring): "
               "TRL's loss is its `dapo` (token-mean, clip 0.2/0.28, no dual clip; its old log-probs are the "
               "detached current ones, ratio 1) where rlpost's is `ppo_clip` (dual clip 10, old log-probs = the "
-              "sampler's, no extra pass); TRL normalises advantages by the unbiased group std, rlpost by the population "
-              "std; TRL calls the reward built-ins in its own process, rlpost in its guarded reward worker processes; "
-              "rlpost also writes the Parquet rollout log, metrics and Redis state, checksums every weight sync and "
-              "verifies it with a log-prob probe (all inside its step time).", ""]
+              "sampler's, no extra pass); TRL normalises advantages by the unbiased group std, rlpost by the "
+              "population std; TRL calls the reward built-ins in its own process, rlpost in its guarded reward "
+              "worker processes; rlpost also writes the Parquet rollout log, metrics and Redis state, checksums every "
+              "weight sync and verifies it with a log-prob probe (all inside its step time).", ""]
     fails = [r for r in report["results"] if not r.get("ok")]
     if fails:
         lines += ["Failed arms: " + ", ".join(f"{r['arm']} (round {r['round']}: {r.get('error', '')[:120]})"
@@ -244,8 +245,8 @@ def markdown(report: dict) -> str:
 ARM_CONFIGS = {
     "trl_hf": "TRL 1.16 GRPOTrainer, HF generate + rlpost's HF phase processor, {t} threads, no grad. checkpointing",
     "trl_hf_t1": "as trl_hf with 1 thread",
-    "trl_vllm": "TRL 1.16, vLLM colocate (in-process, reload_weights sync) + rlpost's vLLM phase processor, {t} threads "
-                "(vLLM bound to the same cores), IS correction {isc}, no grad. checkpointing",
+    "trl_vllm": "TRL 1.16, vLLM colocate (in-process, reload_weights sync) + rlpost's vLLM phase processor, {t} "
+                "threads (vLLM bound to the same cores), IS correction {isc}, no grad. checkpointing",
     "trl_vllm_t1": "as trl_vllm with 1 thread",
     "rlpost_s0": "Ray: vLLM rollout actor + DeepSpeed learner (ZeRO-1) + reward worker, 1 thread each, staleness 0",
     "rlpost_s1": "as rlpost_s0, staleness 1 (generation k+1 overlaps rewards + update k)",
@@ -258,7 +259,8 @@ def ensure_checkpoint(path: str | None, data: str, snapshot_dir: Path) -> tuple[
     import shutil
 
     if path is None:
-        found = [p for p in [SFT_CHECKPOINT, *sorted(ROOT.glob("runs/sft_15min*/final"))] if (p / "config.json").exists()]
+        found = [p for p in [SFT_CHECKPOINT, *sorted(ROOT.glob("runs/sft_15min*/final"))]
+                 if (p / "config.json").exists()]
         path = str(found[0]) if found else None
     if path is None:
         source = HERE / ".cache/random_small"

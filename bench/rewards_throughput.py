@@ -28,8 +28,8 @@ from rlpost.common.runtime import configure_cpu_runtime
 
 
 def _completions(scen, group: int, mode: str, seed: int):
-    from rlpost.rewards.types import Completion
     from rlpost.domain.trajectory import TrajectoryTokenizer
+    from rlpost.rewards.types import Completion
 
     tok = TrajectoryTokenizer.ar1_release()
     rng = np.random.default_rng(seed)
@@ -79,8 +79,8 @@ def main() -> None:
     configure_cpu_runtime(threads=args.threads)
 
     from rlpost.rewards.coc_consistency import coc_consistency
-    from rlpost.rewards.critic import reasoning_critic
     from rlpost.rewards.compose import RewardPipeline
+    from rlpost.rewards.critic import reasoning_critic
     from rlpost.rewards.spec import RewardSpec
     from rlpost.rewards.synthetic import synthetic_scenarios
     from rlpost.rewards.trajectory_quality import trajectory_quality

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from rlpost.curation.analysis import jaccard, rank_correlation
 from rlpost.common import metric_names as M
+from rlpost.curation.analysis import jaccard, rank_correlation
 
 
 def load_run(run_dir: Path) -> dict:
@@ -58,7 +58,8 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]]) -> Path:
 
     loaded = {arm: [load_run(p) for p in paths] for arm, paths in runs.items()}
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    table = ["| arm | seeds | held-out reward (final) | ADE (final) | Δ reward vs start | curation wall s | curation token share |",
+    table = ["| arm | seeds | held-out reward (final) | ADE (final) | Δ reward vs start | curation wall s "
+             "| curation token share |",
              "|---|---|---|---|---|---|---|"]
     for arm, seeds in loaded.items():
         finals = defaultdict(list)
@@ -81,11 +82,11 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]]) -> Path:
             curves["steps"].append(steps)
         if not finals:
             continue
-        ms = lambda k: f"{np.nanmean(finals[k]):.3f} ± {np.nanstd(finals[k]):.3f}"  # noqa: E731
+        ms = lambda k, finals=finals: f"{np.nanmean(finals[k]):.3f} ± {np.nanstd(finals[k]):.3f}"  # noqa: E731
         table.append(f"| {arm} | {len(finals['reward'])} | {ms('reward')} | {ms('ade')} | {ms('delta')} | "
                      f"{np.mean(finals['cwall']):.1f} | {np.mean(finals['share']):.3f} |")
         n = min(len(c) for c in curves["reward"])
-        mean = lambda k: np.nanmean([c[:n] for c in curves[k]], axis=0)  # noqa: E731
+        mean = lambda k, n=n, curves=curves: np.nanmean([c[:n] for c in curves[k]], axis=0)  # noqa: E731
         axes[0].plot(mean("wall"), mean("reward"), marker="o", label=arm)
         axes[1].plot(curves["steps"][0][:n], mean("reward"), marker="o", label=arm)
         axes[2].plot(curves["steps"][0][:n], mean("ade"), marker="o", label=arm)

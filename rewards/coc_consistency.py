@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from rlpost.domain.coc import TraceParse, parse_trace
+from rlpost.domain.trajectory import DT
 from rlpost.rewards.kernels import rollout_batch
 from rlpost.rewards.meta_batch import future_labels_batch
 from rlpost.rewards.registry import register_reward
 from rlpost.rewards.types import Completion, RewardResult, usable_controls
-from rlpost.domain.trajectory import DT
 
 
 @lru_cache(maxsize=1 << 16)

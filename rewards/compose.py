@@ -21,8 +21,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,7 +201,7 @@ class RewardPipeline:
             guard.close()
         self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> "RewardPipeline":
+    def __enter__(self) -> RewardPipeline:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,7 @@
 """Batch kernels of the trajectory reward: rollout, jerk and oriented-box collision, vectorised over samples.
 
-Each kernel equals its reference in ``rlpost.domain.trajectory`` / ``rlpost.domain.metrics`` (the unit tests compare them on
-random batches) and is restructured only for speed on a batch of thousands of 64-step trajectories:
+Each kernel equals its reference in ``rlpost.domain.trajectory`` / ``rlpost.domain.metrics`` (the unit tests compare
+them on random batches) and is restructured only for speed on a batch of thousands of 64-step trajectories:
 - the rollout is written as cumulative sums instead of a Python loop over the 64 steps;
 - jerk reuses the rollout's cos/sin instead of recomputing every kinematic quantity;
 - collision runs a three-level broad phase on axis-aligned bounds of the oriented boxes (whole path, windows of 8

@@ -55,7 +55,7 @@ class RewardEntry:
     is_async: bool
     description: str = ""
     default_params: dict[str, Any] = field(default_factory=dict)
-    check_options: "OptionsChecker | None" = None
+    check_options: OptionsChecker | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ _builtins_loaded = False
 
 
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # getattr fetches the __call__ method itself (an instance with ``async def __call__``), not a callable() test.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 
 def register_reward(name: str, *, version: str = "1", default_params: dict[str, Any] | None = None,

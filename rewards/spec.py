@@ -73,7 +73,7 @@ class RewardSpec(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "RewardSpec":
+    def _check(self) -> RewardSpec:
         if (self.name is None) == (self.fn is None):
             raise ValueError(
                 "give exactly one of 'name' (a built-in or entry point) or 'fn' ('package.module:function')"
@@ -116,7 +116,7 @@ class RewardsConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _unique(self) -> "RewardsConfig":
+    def _unique(self) -> RewardsConfig:
         seen: dict[str, int] = {}
         for i, spec in enumerate(self.components):
             if spec.component in seen:

@@ -2,8 +2,8 @@
 
 Each scenario is an ego on a straight road at constant speed for 2 s of history, with an expert plan for one of a
 few behaviours (cruise, stop, follow a braking lead, turn left, lane change right), a handful of agents, and a
-ground-truth CoC trace written by ``rlpost.domain.coc.compose_trace`` from the behaviour's decision and factors. They are
-real ``rlpost.scenarios.schema.Scenario`` records (no lanes, no traffic light), so tests exercise the real class.
+ground-truth CoC trace written by ``rlpost.domain.coc.compose_trace`` from the behaviour's decision and factors. They
+are real ``rlpost.scenarios.schema.Scenario`` records (no lanes, no traffic light), so tests exercise the real class.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from rlpost.domain.trajectory import DT, HORIZON, unicycle_rollout
 from rlpost.rewards.types import Completion
 from rlpost.scenarios.schema import Scenario
-from rlpost.domain.trajectory import DT, HORIZON, unicycle_rollout
 
 HISTORY_STEPS = 20
 

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from rlpost.domain.metrics import EGO_LENGTH, EGO_WIDTH
+from rlpost.domain.trajectory import DT
 from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
 from rlpost.rewards.registry import register_reward
 from rlpost.rewards.types import Completion, RewardResult, usable_controls
-from rlpost.domain.trajectory import DT
 
 
 class ScenarioDataError(ValueError):

@@ -74,12 +74,12 @@ class RewardResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def unparseable(cls, value: float, reason: str, **info: Any) -> "RewardResult":
+    def unparseable(cls, value: float, reason: str, **info: Any) -> RewardResult:
         """A garbage sample scored ``value`` (usually the reward's minimum), with the reason in ``info``."""
         return cls(float(value), "unparseable", {"reason": reason, **info})
 
     @classmethod
-    def failed(cls, status: Status, fallback: float, message: str) -> "RewardResult":
+    def failed(cls, status: Status, fallback: float, message: str) -> RewardResult:
         """A sample the function did not score (timeout/error): ``fallback`` value, the message in ``info``."""
         return cls(float(fallback), status, {"error": message})
 

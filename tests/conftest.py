@@ -15,7 +15,8 @@ configure_cpu_runtime(threads=1)
 # Ray workers unpickle test fixtures by module name (the synthetic scenarios of tests/synthetic_policy.py, the
 # plugin rewards of tests/unit/reward_plugins.py), so the processes a local Ray starts must find these folders too.
 _HERE = Path(__file__).resolve().parent
-os.environ["PYTHONPATH"] = os.pathsep.join([str(_HERE), str(_HERE / "unit"), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_HERE), str(_HERE / "unit"), *filter(None, [os.environ.get("PYTHONPATH")])])
 if str(_HERE / "unit") not in sys.path:  # the driver resolves plugin rewards by the same module names
     sys.path.insert(0, str(_HERE / "unit"))
 

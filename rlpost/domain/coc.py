@@ -44,15 +44,15 @@ from dataclasses import dataclass
 from enum import Enum
 
 from rlpost.domain import coc_wording as W
-from rlpost.domain.phrase_scanner import PhraseScanner
 from rlpost.domain.coc_taxonomy import (
     DIRECTIONAL_LATERAL,
+    OPTIONAL_DIRECTION_LATERAL,
     Direction,
     Lateral,
     Longitudinal,
-    OPTIONAL_DIRECTION_LATERAL,
     decision_priority,
 )
+from rlpost.domain.phrase_scanner import PhraseScanner
 
 
 class FactorCategory(str, Enum):

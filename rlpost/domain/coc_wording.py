@@ -18,7 +18,6 @@ unit tests check all of this exhaustively.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 # ----------------------------------------------------------------------------------------------------------
 # Composition: decision phrases in the base form, to follow "the ego should …" / "I will …" / "Decision: …".

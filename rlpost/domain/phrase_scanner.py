@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from re import _constants as _C, _parser  # CPython's regex parse tree, read by first_keys only
+from re import _constants as _C  # CPython's regex parse tree, read by first_keys only
+from re import _parser  # (likewise)
 
 # ----------------------------------------------------------------------------------------------------------
 # Matching the tables fast. Python's re tries every alternative of a big alternation at every word, which
@@ -15,7 +16,7 @@ from re import _constants as _C, _parser  # CPython's regex parse tree, read by 
 # ----------------------------------------------------------------------------------------------------------
 
 KEY_LEN = 4
-_WORD_KEY_RE = re.compile(r"\b[a-z]{1,%d}" % KEY_LEN)
+_WORD_KEY_RE = re.compile(rf"\b[a-z]{{1,{KEY_LEN}}}")
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 

@@ -186,7 +186,7 @@ class TrajectoryTokenizer:
                 raise ValueError(f"{name}: must be finite (low, high) with low < high, got {getattr(self, name)!r}")
 
     @classmethod
-    def ar1_release(cls) -> "TrajectoryTokenizer":
+    def ar1_release(cls) -> TrajectoryTokenizer:
         """AR1's public setting: 3000 bins over mean ± 10σ of each channel, within the physical bounds."""
         def span(mean, std, bound):
             return (max(mean - 10 * std, -bound), min(mean + 10 * std, bound))

@@ -51,7 +51,7 @@ class PhaseRules:
     vocab_size: int
 
     @classmethod
-    def for_tokenizer(cls, tok, max_trace_tokens: int) -> "PhaseRules":
+    def for_tokenizer(cls, tok, max_trace_tokens: int) -> PhaseRules:
         """The SPEC §1 rules for a :class:`~rlpost.policy.tokenizer.PolicyTokenizer`."""
         from rlpost.policy.tokenizer import COT_END, TRAJ_END, TRAJ_START, TRAJ_TOKENS
 
@@ -75,7 +75,7 @@ class PhaseRules:
             for name, p in self.phases.items()}}
 
     @classmethod
-    def from_json(cls, data: dict) -> "PhaseRules":
+    def from_json(cls, data: dict) -> PhaseRules:
         phases = {
             name: Phase(tuple(tuple(s) for s in p["allowed"]), {int(k): v for k, v in p["exits"].items()},
                         p["length"], p["then"], p["max_tokens"], tuple(p["forced"]))
@@ -86,7 +86,7 @@ class PhaseRules:
         (Path(directory) / RULES_FILE).write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PhaseRules":
+    def load(cls, directory: str | Path) -> PhaseRules:
         return cls.from_json(json.loads((Path(directory) / RULES_FILE).read_text()))
 
     # --- masks --------------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class PhaseRules:
                 out[(name, 0, True)] = _mask(p.forced, v, device)
         return out
 
-    def tracker(self) -> "PhaseTracker":
+    def tracker(self) -> PhaseTracker:
         return PhaseTracker(self)
 
 
@@ -146,7 +146,7 @@ class PhaseTracker:
         if p.length is not None and self.n >= p.length:
             self.phase, self.n = p.then, 0
 
-    def feed(self, tokens) -> "PhaseTracker":
+    def feed(self, tokens) -> PhaseTracker:
         for t in tokens:
             self.step(t)
         return self

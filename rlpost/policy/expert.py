@@ -55,7 +55,8 @@ class FlowActionExpert(nn.Module):
         self.horizon, self.action_dim, self.hidden = horizon, action_dim, hidden_size
         self.in_proj = nn.Linear(action_dim, hidden_size)
         self.pos = nn.Parameter(torch.randn(horizon, hidden_size) * 0.02)
-        self.time_mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.time_mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+                                      nn.Linear(hidden_size, hidden_size))
         self.cond_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, hidden_size))
         self.blocks = nn.ModuleList(
             nn.TransformerDecoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0, activation="gelu",
@@ -63,8 +64,10 @@ class FlowActionExpert(nn.Module):
             for _ in range(num_layers))
         self.out = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, action_dim))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, prefix: torch.Tensor, prefix_mask: torch.Tensor) -> torch.Tensor:
-        """x_t (B, H, 2), t (B,), prefix (B, L, cond_dim), prefix_mask (B, L) bool (True = a real token) -> (B, H, 2)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, prefix: torch.Tensor,
+                prefix_mask: torch.Tensor) -> torch.Tensor:
+        """x_t (B, H, 2), t (B,), prefix (B, L, cond_dim), prefix_mask (B, L) bool (True = a real token)
+        -> (B, H, 2)."""
         h = self.in_proj(x_t) + self.pos[None] + self.time_mlp(_time_embedding(t, self.hidden))[:, None]
         memory = self.cond_proj(prefix)
         pad = ~prefix_mask.bool()
@@ -102,10 +105,11 @@ class FlowActionExpert(nn.Module):
         d = Path(directory) / EXPERT_DIR
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps(self.config))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(d / "model.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(d / "model.safetensors"))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "FlowActionExpert | None":
+    def load(cls, directory: str | Path) -> FlowActionExpert | None:
         """The expert saved in checkpoint ``directory``, or None when it has none."""
         from safetensors.torch import load_file
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlpost.domain.decode import DecodeStatus
+from rlpost.domain.trajectory import unicycle_rollout
 from rlpost.policy.constraints import HFPhaseLogitsProcessor
 from rlpost.policy.expert import denormalise_controls
 from rlpost.policy.scene import encode_scene
 from rlpost.policy.tokenizer import COT_END, COT_START, PAD, TRAJ_END, TRAJ_START, TRAJ_TOKENS
-from rlpost.domain.decode import DecodeStatus
-from rlpost.domain.trajectory import unicycle_rollout
 
 
 def prompt_ids(policy, scenario) -> list[int]:

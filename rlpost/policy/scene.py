@@ -148,7 +148,7 @@ def _lane_words(scenario) -> list[str]:
     words.append(qword("le", s_arr[-1] - s0))
     words.append(qword("lo", -offset))  # ego offset from the lane centre = −(lane offset seen from the ego)
     left = right = 0
-    for lid, p in lanes:
+    for _lid, p in lanes:
         if p is ego:
             continue
         _, off, i = _project(p, origin)

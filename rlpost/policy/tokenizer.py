@@ -38,7 +38,8 @@ VOCAB_FILE = "rlpost_vocab.json"  # the token groups (scene / bins / trace size)
 
 # Qwen2's pre-tokenizer regex (transformers' Qwen2Tokenizer rebuilds exactly this pipeline).
 QWEN2_SPLIT = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+    r"""|\s+(?!\S)|\s+"""
 )
 
 
@@ -93,7 +94,7 @@ class PolicyTokenizer:
     # --- construction -------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, scene_words: Iterable[str], trace_corpus: Iterable[str], num_bins: int,
-              accel_range=(-5.0, 3.5), curvature_range=(-0.25, 0.25)) -> "PolicyTokenizer":
+              accel_range=(-5.0, 3.5), curvature_range=(-0.25, 0.25)) -> PolicyTokenizer:
         """A fresh tokenizer. Ids: the 6 specials, the 256 byte symbols and the BPE merges of ``trace_corpus``
         (texts: traces and/or single words), then scene tokens, then ``<A0>..``, then ``<K0>..``.
 
@@ -110,7 +111,8 @@ class PolicyTokenizer:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         texts = [trace_text(t) for t in trace_corpus if t and t.strip()]
         tk.train_from_iterator(texts or [" "], trainer)
-        added = [scene_token(w) for w in scene] + [f"<A{i}>" for i in range(num_bins)] + [f"<K{i}>" for i in range(num_bins)]
+        added = ([scene_token(w) for w in scene] + [f"<A{i}>" for i in range(num_bins)]
+                 + [f"<K{i}>" for i in range(num_bins)])
         clash = [t for t in added if t in tk.get_vocab()]
         if clash:
             raise ValueError(f"scene/bin tokens clash with the trace vocabulary: {clash[:5]}")
@@ -119,14 +121,15 @@ class PolicyTokenizer:
 
     @classmethod
     def extend(cls, base_dir: str | Path, scene_words: Iterable[str], num_bins: int,
-               accel_range=(-5.0, 3.5), curvature_range=(-0.25, 0.25)) -> "PolicyTokenizer":
+               accel_range=(-5.0, 3.5), curvature_range=(-0.25, 0.25)) -> PolicyTokenizer:
         """An HF model's own tokenizer (``base_dir/tokenizer.json``) plus the policy's special, scene and bin
         tokens (GPU use with ``ModelConfig.path``); its whole original vocabulary counts as trace tokens."""
         base = Path(base_dir)
         tk = Tokenizer.from_file(str(base / "tokenizer.json"))
         scene = list(dict.fromkeys(scene_words))
         tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-        added = [scene_token(w) for w in scene] + [f"<A{i}>" for i in range(num_bins)] + [f"<K{i}>" for i in range(num_bins)]
+        added = ([scene_token(w) for w in scene] + [f"<A{i}>" for i in range(num_bins)]
+                 + [f"<K{i}>" for i in range(num_bins)])
         tk.add_tokens([AddedToken(t, normalized=False, special=False) for t in added])
         cls_name = "PreTrainedTokenizerFast"
         if (base / "tokenizer_config.json").exists():
@@ -146,13 +149,15 @@ class PolicyTokenizer:
             "clean_up_tokenization_spaces": False, "padding_side": "left", "errors": "replace",
         }
         (d / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
-        (d / "special_tokens_map.json").write_text(json.dumps({"pad_token": PAD, "unk_token": UNK, "eos_token": TRAJ_END}))
-        meta = {"scene_words": self.scene_words, "tokenizer_class": self.tokenizer_class, "num_bins": self.bins.num_bins,
-                "accel_range": list(self.bins.accel_range), "curvature_range": list(self.bins.curvature_range)}
+        (d / "special_tokens_map.json").write_text(
+            json.dumps({"pad_token": PAD, "unk_token": UNK, "eos_token": TRAJ_END}))
+        meta = {"scene_words": self.scene_words, "tokenizer_class": self.tokenizer_class,
+                "num_bins": self.bins.num_bins, "accel_range": list(self.bins.accel_range),
+                "curvature_range": list(self.bins.curvature_range)}
         (d / VOCAB_FILE).write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PolicyTokenizer":
+    def load(cls, directory: str | Path) -> PolicyTokenizer:
         d = Path(directory)
         meta = json.loads((d / VOCAB_FILE).read_text())
         tk = Tokenizer.from_file(str(d / "tokenizer.json"))

@@ -82,11 +82,11 @@ def build_net(net: str, seed: int, quota: int, duration: float | None = None) ->
     collision, unexplained, geometry, validator) and wall times [s].
     """
     from rlpost.domain.coc import Decision  # noqa: F401  (fail early in the worker if the CoC module is missing)
-    from rlpost.scenarios.check import check_scenario, _consistency
+    from rlpost.domain.trajectory import controls_from_waypoints, unicycle_rollout
+    from rlpost.scenarios.check import _consistency, check_scenario
     from rlpost.scenarios.labels import label_window
     from rlpost.scenarios.sumo_sim import simulate
     from rlpost.scenarios.windows import WindowCutter
-    from rlpost.domain.trajectory import controls_from_waypoints, unicycle_rollout
 
     t_start = time.perf_counter()
     s = net_seed(seed, net)

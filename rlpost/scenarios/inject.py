@@ -184,7 +184,7 @@ def _sidewalk_pairs(lanes) -> list[tuple[str, str]]:
     sidewalks = [(ln.edge, ln.shape) for lid, ln in lanes.items() if ln.function == "normal" and not ln.cars
                  and ln.pedestrians and ln.index == 0]
     pairs = set()
-    for lid, ln in lanes.items():
+    for _lid, ln in lanes.items():
         if ln.function != "crossing":
             continue
         ends = (ln.shape[0], ln.shape[-1])

@@ -66,7 +66,8 @@ NETS: dict[str, NetSpec] = {
     for spec in (
         NetSpec(
             "fokr_bs_demo",
-            "Braunschweig research intersection: one real hour of trips (cars, bicycles, pedestrians), real signal plan",
+            "Braunschweig research intersection: one real hour of trips (cars, bicycles, pedestrians), "
+            "real signal plan",
             f"{_GAME}/fokr_bs_demo/fokr_bs.net.xml.gz",
             routes=tuple(f"{_GAME}/fokr_bs_demo/{f}" for f in (
                 "15_16_bicycle.trips.xml", "15_16_ped.trips.xml", "15_16_veh.trips.xml.gz")),

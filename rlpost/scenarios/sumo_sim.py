@@ -88,8 +88,9 @@ class LaneInfo:
 
     shape ``(P, 2)`` centre line [m]; length [m]; width [m]; speed limit [m/s]; edge id; index in its edge
     (0 = rightmost); function: "normal", "internal", "crossing" or "walkingarea"; cars: whether passenger cars may
-    use it; pedestrians: whether people may walk on it; links: ``(to_lane, via_lane, has_priority, direction)`` per outgoing connection, direction in SUMO's
-    letters (s straight, l/r left/right, L/R partly left/right, t turnaround).
+    use it; pedestrians: whether people may walk on it; links: ``(to_lane, via_lane, has_priority, direction)`` per
+    outgoing connection, direction in SUMO's letters (s straight, l/r left/right, L/R partly left/right,
+    t turnaround).
     """
 
     shape: np.ndarray

@@ -161,7 +161,8 @@ class WindowCutter:
         return False
 
     def _link(self, a: int, b: int):
-        """(has_priority, direction) of the connection from lane code ``a`` to ``b`` (via or target); else (None, "")."""
+        """(has_priority, direction) of the connection from lane code ``a`` to ``b`` (via or target); else
+        (None, "")."""
         la, lb = self.rec.lane_ids[a], self.rec.lane_ids[b]
         for to, via, prio, direction in self.rec.lanes[la].links:
             if via == lb or to == lb:

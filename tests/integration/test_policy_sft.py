@@ -33,8 +33,8 @@ def test_loss_goes_down(sft_run):
 def test_checkpoint_loads_and_evaluates(sft_run, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlpost.policy.config import EvalConfig
     from rlpost.apps.evaluate import run_eval
+    from rlpost.policy.config import EvalConfig
     from synthetic_policy import make_scenarios
 
     ckpt = sft_run.checkpoint
@@ -50,8 +50,8 @@ def test_checkpoint_loads_and_evaluates(sft_run, tmp_path):
 
 
 def test_cli_config_and_errors(tmp_path):
-    from rlpost.common.config import ConfigError
     from rlpost.apps.policy_cli import load_policy_config
+    from rlpost.common.config import ConfigError
 
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("model: {size: tiny, num_bins: 64}\nsft: {steps: 5}\ntrainer: {whatever: 1}\n")

@@ -36,7 +36,8 @@ def llm(checkpoint):
 
 def test_vllm_tokenizer_ids_match(checkpoint, llm):
     _, p, sc = checkpoint
-    text = "<v3><tl_red><|cot_start|> The light ahead is red, so I will halt.<|cot_end|><|traj_start|><A1><K2><|traj_end|>"
+    text = ("<v3><tl_red><|cot_start|> The light ahead is red, so I will halt.<|cot_end|>"
+            "<|traj_start|><A1><K2><|traj_end|>")
     assert llm.get_tokenizer().encode(text, add_special_tokens=False) == p.tokenizer.encode(text)
 
 

@@ -25,11 +25,10 @@ def ray_with_plugins():
 
 def test_a_component_failing_on_every_sample_stops_the_run(tmp_path, tiny_checkpoint, redis_url, ray_with_plugins):
     from reward_plugins import TRAIN_ONLY_MESSAGE
-    from synthetic_policy import make_scenarios
-
     from rlpost.loop.train import train
     from rlpost.rewards.budget import RewardBudgetError
     from rlpost.rl.config import RunConfig
+    from synthetic_policy import make_scenarios
 
     out = tmp_path / "run"
     cfg = RunConfig(

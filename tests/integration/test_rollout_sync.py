@@ -7,10 +7,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_generate_stamp_and_sync(tiny_checkpoint, single_rank_env):
-    from rlpost.rl.learner import GRPOLearner, make_train_batch
-    from synthetic_policy import make_scenarios
-    from rlpost.rl.rollout import GenerateRequest, RolloutEngine
     from rlpost.rl.config import LearnerConfig, RolloutConfig
+    from rlpost.rl.learner import GRPOLearner, make_train_batch
+    from rlpost.rl.rollout import GenerateRequest, RolloutEngine
+    from synthetic_policy import make_scenarios
 
     engine = RolloutEngine(tiny_checkpoint, RolloutConfig(), seed=0)
     scenarios = make_scenarios(3)
@@ -31,6 +31,7 @@ def test_generate_stamp_and_sync(tiny_checkpoint, single_rank_env):
                              [r.sampler_logprobs for r in records], np.linspace(-1, 1, 12), pad_id=0)
     for _ in range(3):
         metrics = learner.update(batch, normalizer=float(batch.completion_mask.sum()))
+        assert np.isfinite(metrics["loss"]), metrics
     gap_before = np.abs(np.subtract(engine.probe_logprobs(probe), learner.probe_logprobs(probe))).mean()
     assert gap_before > 1e-3  # the learner moved; the engine has not seen it yet
     info = engine.load_weights(learner.export_weights(bucket_mb=0.1))

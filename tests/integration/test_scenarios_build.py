@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("sumo", reason="needs the eclipse-sumo wheel (pip install 'rlpost[data]')")
 
 from rlpost.domain.coc import Decision, parse_trace  # noqa: E402
+from rlpost.domain.trajectory import unicycle_rollout  # noqa: E402
 from rlpost.scenarios.build import build_dataset  # noqa: E402
 from rlpost.scenarios.check import check_scenario, validate  # noqa: E402
 from rlpost.scenarios.schema import arrow_schema, read_scenarios  # noqa: E402
-from rlpost.domain.trajectory import unicycle_rollout  # noqa: E402
 
 pytestmark = pytest.mark.integration
 NET, N, DURATION = "fokr_bs_demo", 30, 150.0

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.integration
 def test_table9_trains_arms_evaluates_paired_and_reports(tmp_path, tiny_checkpoint_with_expert, redis_url):
     from rlpost.apps.table9 import ARMS, table9
     from rlpost.policy.expert import FlowActionExpert
-    from synthetic_policy import make_scenarios
     from rlpost.rl.config import RunConfig
     from rlpost.storage.store import StepFiles
+    from synthetic_policy import make_scenarios
 
     base = RunConfig(
         name="t9test", redis_url=redis_url,

@@ -25,12 +25,14 @@ def test_arm_config_reweights_rewards_and_sets_the_expert_mode(tmp_path):
     assert cfg.trainer.seed == 2 and cfg.out == str(tmp_path / "r") and cfg.init_checkpoint == "ckpt"
     assert cfg.learner.expert == "frozen" and base.rewards.components[1].weight == 1.0  # base untouched
     collision = arm_config(base, arms["reasoning_consistency_safety_collision5"], 0, tmp_path / "c", "ckpt")
-    assert [c.params for c in collision.rewards.components if c.name == "trajectory_quality"] == [{"lambda_collision": 5.0}]
+    assert ([c.params for c in collision.rewards.components if c.name == "trajectory_quality"]
+            == [{"lambda_collision": 5.0}])
     assert all(c.params == {} for c in cfg.rewards.components)
     slow = arm_config(base, arms["reasoning_consistency_safety_expert_flow_lr1e-4"], 0, tmp_path / "s", "ckpt")
     assert slow.learner.expert_lr == 1e-4 and cfg.learner.expert_lr == base.learner.expert_lr
     flow = arm_config(base, arms["reasoning_consistency_safety_expert_flow"], 0, tmp_path / "f", "ckpt")
-    assert flow.learner.expert == "flow" and {c.name: c.weight for c in flow.rewards.components}["trajectory_quality"] == 1.0
+    assert flow.learner.expert == "flow"
+    assert {c.name: c.weight for c in flow.rewards.components}["trajectory_quality"] == 1.0
 
 
 def test_arm_config_names_a_reward_the_base_lacks(tmp_path):
@@ -78,13 +80,15 @@ def _results():
         "reasoning_consistency": [_summary(2.8, 4.0, 0.85, 0.20), _summary(2.9, 4.1, 0.86, 0.20)],
         "reasoning_consistency_safety": [_summary(2.7, 4.0, 0.84, 0.10), _summary(2.9, 4.0, 0.85, 0.22)],
         "reasoning_consistency_safety_expert_flow": [_summary(2.7, 4.0, 0.84, 0.10), _summary(2.8, 4.0, 0.85, 0.1)],
-        "reasoning_consistency_safety_expert_flow_lr1e-4": [_summary(2.7, 4.0, 0.84, 0.1), _summary(2.9, 4.0, 0.85, 0.2)],
+        "reasoning_consistency_safety_expert_flow_lr1e-4": [_summary(2.7, 4.0, 0.84, 0.1),
+                                                             _summary(2.9, 4.0, 0.85, 0.2)],
     }
 
 
 def test_findings_are_checked_seed_by_seed_against_the_papers_direction():
     found = {f["claim"]: f for f in findings(_results())}
-    assert found["the reasoning reward alone lowers consistency (reward hacking in language space)"]["verdict"] == "reproduces"
+    hacking = found["the reasoning reward alone lowers consistency (reward hacking in language space)"]
+    assert hacking["verdict"] == "reproduces"
     assert found["the reasoning reward alone raises the reasoning grade"]["paper"] == "3.1 → 4.5"
     safety = found["adding the safety reward lowers the collision rate"]
     assert safety["delta"] == pytest.approx([-0.10, 0.02]) and safety["verdict"] == "direction only (seeds disagree)"
@@ -97,8 +101,9 @@ def test_report_has_the_table_the_findings_the_expert_answer_and_curves(tmp_path
             run = tmp_path / f"{arm.name}-seed{seed}"
             run.mkdir()
             rows = [{"step": -1, "eval/reward": -8.0}] + [
-                {"step": s, "time/step_s": 1.0, "reward/reasoning_critic": 0.5 + 0.01 * s, "reward/coc_consistency": 0.7,
-                 "reward/trajectory_quality": -5.0, "ade": 4.0 - 0.1 * s} for s in range(3)]
+                {"step": s, "time/step_s": 1.0, "reward/reasoning_critic": 0.5 + 0.01 * s,
+                 "reward/coc_consistency": 0.7, "reward/trajectory_quality": -5.0, "ade": 4.0 - 0.1 * s}
+                for s in range(3)]
             (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
             runs.setdefault(arm.name, []).append(run)
     meta = {"checkpoint": "ckpt", "config": "configs/table9.yaml", "overrides": [], "seeds": 2, "eval_scenarios": 4,
@@ -127,8 +132,8 @@ def test_train_batch_marks_the_expert_prefix_and_carries_targets():
 
 
 def test_expert_inputs_cut_the_prefix_after_traj_start_and_prepare_targets_as_sft():
-    from rlpost.policy.expert import normalise_controls
     from rlpost.loop.steps import expert_inputs
+    from rlpost.policy.expert import normalise_controls
 
     tok = SimpleNamespace(id=lambda name: 99, bins=SimpleNamespace(accel_range=(-4.0, 4.0),
                                                                    curvature_range=(-0.15, 0.15)))

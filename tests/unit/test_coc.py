@@ -9,7 +9,6 @@ import string
 import pytest
 
 from rlpost.domain import coc, coc_wording, phrase_scanner
-from rlpost.domain import coc_wording
 from rlpost.domain.coc import (
     ALL_DECISIONS,
     DECISION_VOCABULARY,

@@ -65,7 +65,8 @@ def test_step_scalars_from_typed_components():
     records = [record(reward=1.0, waypoints=moved, quality=component(-1.0), critic=component(0.8)),
                record(group_index=1, reward=3.0, quality=component(0.0, "error"), critic=component(0.4))]
     out = reward_means(records, by_id)
-    assert out[M.REWARD] == 2.0 and out[M.reward_of("quality")] == -0.5 and out[M.reward_of("critic")] == pytest.approx(0.6)
+    assert out[M.REWARD] == 2.0 and out[M.reward_of("quality")] == -0.5
+    assert out[M.reward_of("critic")] == pytest.approx(0.6)
     assert out[M.ok_rate_of("quality")] == 0.5 and out[M.DECODED_RATE] == 0.5 and out[M.ADE] == pytest.approx(2.0)
 
 
@@ -80,7 +81,8 @@ def test_train_batch_layout():
     assert batch.input_ids.tolist() == [[7, 8, 1, 2, 3], [7, 4, 0, 0, 0]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
     assert batch.completion_mask.tolist() == [[0, 0, 1, 1, 1], [0, 1, 0, 0, 0]]
-    assert batch.old_logp[0, 2:].tolist() == pytest.approx([-0.1, -0.2, -0.3]) and batch.old_logp[1, 1] == pytest.approx(-0.4)
+    assert batch.old_logp[0, 2:].tolist() == pytest.approx([-0.1, -0.2, -0.3])
+    assert batch.old_logp[1, 1] == pytest.approx(-0.4)
     assert batch.advantages.tolist() == [0.5, -0.5]
     with pytest.raises(ValueError, match=r"sampler_logps\[0\]: 2 log-probs for 3 completion tokens"):
         make_train_batch([[7]], [[1, 2, 3]], [[-0.1, -0.2]], [0.0], pad_id=0)
@@ -117,6 +119,7 @@ def test_parquet_writer_flattens_components_once(tmp_path):
     files.write(4, records_table(records[:1]))
     rows = pq.read_table(files.path(3)).to_pylist()
     assert rows[0]["record_id"] == "r/3/s0/0" and len(rows[0]["waypoints"]) == 256 and rows[1]["controls"] is None
-    assert rows[1]["reward.quality.status"] == "error" and json.loads(rows[1]["reward.quality.info"]) == {"error": "boom"}
+    assert rows[1]["reward.quality.status"] == "error"
+    assert json.loads(rows[1]["reward.quality.info"]) == {"error": "boom"}
     assert rows[1]["decode_status"] == "no_trajectory" and rows[0]["reward.quality.value"] == -1.0
     assert files.truncate_from(4) == 1 and files.steps() == [3] and files.read().num_rows == 2

@@ -76,8 +76,10 @@ def test_boxes_overlap_cases(other, expected):
 
 def test_boxes_overlap_matches_brute_force_on_random_boxes():
     rng = np.random.default_rng(0)
-    boxes_a = np.column_stack([rng.uniform(-3, 3, (200, 2)), rng.uniform(-np.pi, np.pi, 200), rng.uniform(1, 5, (200, 2))])
-    boxes_b = np.column_stack([rng.uniform(-3, 3, (200, 2)), rng.uniform(-np.pi, np.pi, 200), rng.uniform(1, 5, (200, 2))])
+    boxes_a = np.column_stack([rng.uniform(-3, 3, (200, 2)), rng.uniform(-np.pi, np.pi, 200),
+                               rng.uniform(1, 5, (200, 2))])
+    boxes_b = np.column_stack([rng.uniform(-3, 3, (200, 2)), rng.uniform(-np.pi, np.pi, 200),
+                               rng.uniform(1, 5, (200, 2))])
     fast = metrics.boxes_overlap(boxes_a, boxes_b)
 
     def inside(points, box):

@@ -10,8 +10,8 @@ from rlpost.policy.config import ModelConfig
 from rlpost.policy.constraints import HFPhaseLogitsProcessor, PhaseRules
 from rlpost.policy.generate import decode_completion, hf_generate, prompt_ids
 from rlpost.policy.model import new_policy
-from synthetic_policy import make_scenarios
 from rlpost.policy.tokenizer import COT_END, TRAJ_END, TRAJ_START
+from synthetic_policy import make_scenarios
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from rlpost.policy.config import ModelConfig
 from rlpost.policy.model import build_tokenizer, wording_corpus
 from rlpost.policy.scene import scene_vocabulary
-from synthetic_policy import make_scenarios
 from rlpost.policy.tokenizer import COT_END, COT_START, TRAJ_END, TRAJ_START, PolicyTokenizer, scene_token
+from synthetic_policy import make_scenarios
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,8 @@ def test_save_load_and_auto_tokenizer_agree(tok, tmp_path):
     again = PolicyTokenizer.load(tmp_path)
     auto = AutoTokenizer.from_pretrained(str(tmp_path))
     text = ("".join(scene_token(w) for w in ["v12", "acc0", "tl_red", "td5"]) + COT_START
-            + " The light ahead is red, so the ego should come to a stop." + COT_END + TRAJ_START + "<A3><K5>" + TRAJ_END)
+            + " The light ahead is red, so the ego should come to a stop." + COT_END
+            + TRAJ_START + "<A3><K5>" + TRAJ_END)
     ids = tok.encode(text)
     assert again.encode(text) == ids
     assert auto(text, add_special_tokens=False).input_ids == ids

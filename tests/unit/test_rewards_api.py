@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-import reward_plugins as P
 from pydantic import ValidationError
-from reward_fixtures import make_batch
 
+from reward_fixtures import make_batch
 from rlpost.rewards import RewardResult, available_rewards, register_reward, resolve_reward
 from rlpost.rewards.cache import completion_key
 from rlpost.rewards.cli import add_rewards_subcommands, main

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from reward_plugins import light_batch
 from rlpost.rewards.budget import RewardBudgetError, check_error_budget
 from rlpost.rewards.compose import ComponentRecord, RewardPipeline, SampleRewards
-from rlpost.rewards.spec import RewardSpec, RewardsConfig
-
-from reward_plugins import light_batch
+from rlpost.rewards.spec import RewardsConfig, RewardSpec
 
 
 def rec(status: str, error: str | None = None) -> ComponentRecord:

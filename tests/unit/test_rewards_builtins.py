@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reward_fixtures import expert_completion, make_batch, synthetic_scenario, with_controls, with_trace
 
+from reward_fixtures import expert_completion, make_batch, synthetic_scenario, with_controls, with_trace
 from rlpost.domain.metrics import collides, mean_squared_jerk
+from rlpost.domain.trajectory import unicycle_rollout
 from rlpost.rewards.coc_consistency import coc_consistency
 from rlpost.rewards.critic import reasoning_critic
 from rlpost.rewards.trajectory_quality import trajectory_quality
-from rlpost.domain.trajectory import unicycle_rollout
 
 
 # --- trajectory_quality --------------------------------------------------------------------------------------------

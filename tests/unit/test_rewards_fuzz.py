@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from reward_fixtures import synthetic_scenarios
 
+from reward_fixtures import synthetic_scenarios
 from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.spec import RewardSpec
 from rlpost.rewards.synthetic import garbage_completion

@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
-import reward_plugins as P
 
-from rlpost.rewards.guard import GuardedReward
+import reward_plugins as P
 from rlpost.rewards.compose import RewardPipeline, flatten_components
+from rlpost.rewards.guard import GuardedReward
 from rlpost.rewards.registry import resolve_reward
 from rlpost.rewards.spec import RewardSpec
 

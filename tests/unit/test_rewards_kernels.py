@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rlpost.domain.metrics import collides, mean_squared_jerk
-from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
 from rlpost.domain.trajectory import unicycle_rollout
+from rlpost.rewards.kernels import AgentFutures, collides_batch, mean_squared_jerk_batch, rollout_batch
 
 
 def _controls(rng, b, t=64):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rlpost.domain.meta_actions import future_meta_actions
-from rlpost.rewards.meta_batch import future_labels_batch
 from rlpost.domain.trajectory import unicycle_rollout
+from rlpost.rewards.meta_batch import future_labels_batch
 
 
 def _history(v0: np.ndarray) -> np.ndarray:
