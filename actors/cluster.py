@@ -229,15 +229,10 @@ class Cluster:
         return out
 
     def _normalizer(self, records: list) -> float:
-        """The global count the loss divides by (see ``rlpost.rl.grpo.aggregate``), over the whole step's batch."""
-        loss = self.cfg.learner.loss
-        if loss.name == "ar1_softmax":
-            return len(records) // self.cfg.rollout.group_size  # groups
-        if loss.agg == "token_mean":
-            return sum(len(r.completion_ids) for r in records)
-        if loss.agg == "seq_mean_token_mean":
-            return len(records)
-        return self.completion_budget  # Dr.GRPO's constant: the longest completion
+        """The global count the loss divides by (``PolicyLoss.normalizer``), over the whole step's batch."""
+        return self.cfg.learner.loss.normalizer(completion_lengths=[len(r.completion_ids) for r in records],
+                                                group_size=self.cfg.rollout.group_size,
+                                                completion_budget=self.completion_budget)
 
     # --- sync ---------------------------------------------------------------------------------------------------
     def sync(self, probe: list[int] | None = None) -> dict:

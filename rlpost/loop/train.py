@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlpost.rl import grpo
+from rlpost.rl.advantages import AdvantageEstimator, zero_variance_groups
 from rlpost.actors.cluster import Cluster
 from rlpost.storage.local_redis import LocalRedisServer
 from rlpost.domain.metrics import ade
@@ -35,13 +35,14 @@ def scenario_batch(ids: list[str], step: int, size: int, seed: int) -> list[str]
     return [ids[i] for i in rng.choice(len(ids), size=min(size, len(ids)), replace=False)]
 
 
-def assign_advantages(records: list, group_size: int, std_normalize: bool) -> dict:
-    """Set ``advantage`` on each record from its group's rewards (groups are contiguous); returns stats."""
+def assign_advantages(records: list, group_size: int, estimator: AdvantageEstimator) -> dict:
+    """Set ``advantage`` on each record from its group's rewards by ``estimator`` (``learner.advantage``; groups
+    are contiguous); returns stats."""
     rewards = torch.tensor([r.reward_total for r in records], dtype=torch.float64).view(-1, group_size)
-    adv = grpo.group_advantages(rewards, std_normalize=std_normalize)
+    adv = estimator(rewards)
     for record, a in zip(records, adv.flatten().tolist()):
         record.advantage = a
-    return {"zero_variance_groups": int(grpo.zero_variance_groups(rewards).sum()), "groups": rewards.shape[0]}
+    return {"zero_variance_groups": int(zero_variance_groups(rewards).sum()), "groups": rewards.shape[0]}
 
 
 def reward_means(records: list, scenarios_by_id: dict) -> dict:
@@ -163,7 +164,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
                 pending = _launch(cluster, selection, step + 1, tr, by_id)
             cluster.score(records, by_id)                                                        # score
             t_score = time.perf_counter()
-            adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
+            adv_stats = assign_advantages(records, group, cfg.learner.advantage)                # advantages
             _check_staleness(records, step, tr.staleness)
             learn = cluster.update(records, pad_id, expert_inputs(records, by_id, tokens)           # update
                                    if cfg.learner.expert == "flow" else None)
