@@ -126,12 +126,13 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        layout = Layout(group_size=group_size, num_ranks=self.world, per_rank=per_rank_batch, micro_batch=cfg.micro_batch)
+        cfg.loss.check_layout(layout)  # before any model loads: RunConfig ran it too, a direct caller may not have
+
         from rlpost.common.runtime import init_deepspeed_distributed
 
         init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
-        layout = Layout(group_size=group_size, num_ranks=self.world, per_rank=per_rank_batch, micro_batch=cfg.micro_batch)
-        cfg.loss.check_layout(layout)
         micro = layout.micro
         self.accum = per_rank_batch // micro
         self.micro = micro
