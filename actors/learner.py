@@ -98,15 +98,9 @@ class LearnerGroup:
         return out
 
     def _normalizer(self, records: list) -> float:
-        """The global count the loss divides by (see ``rlpost.rl.grpo.aggregate``), over the whole step's batch."""
-        loss = self.cfg.loss
-        if loss.name == "ar1_softmax":
-            return len(records) // self.group_size  # groups
-        if loss.agg == "token_mean":
-            return sum(len(r.completion_ids) for r in records)
-        if loss.agg == "seq_mean_token_mean":
-            return len(records)
-        return self.completion_budget  # Dr.GRPO's constant: the longest completion
+        """The global count the loss divides by (``PolicyLoss.normalizer``), over the whole step's batch."""
+        return self.cfg.loss.normalizer(completion_lengths=[len(r.completion_ids) for r in records],
+                                        group_size=self.group_size, completion_budget=self.completion_budget)
 
     def export_weights(self, bucket_mb: float, timeout_s: float):
         """Rank 0's weights message (every rank takes part: ZeRO-3 gathers)."""

@@ -88,7 +88,8 @@ def main() -> None:
         "rollout": {"group_size": w.group_size, "temperature": w.temperature, "top_p": w.top_p},
         "learner": {"lr": w.lr, "weight_decay": w.weight_decay, "grad_clip": w.grad_clip, "micro_batch": w.micro_batch,
                     "loss": {"name": "ppo_clip", "eps_low": w.eps_low, "eps_high": w.eps_high, "agg": "token_mean",
-                             "kl_coef": 0.0, "std_normalize": True}},
+                             "kl_coef": 0.0},
+                    "advantage": {"name": "grpo", "unbiased_std": True}},  # TRL scales by the unbiased std too
         "sync": {"verify_probe": bool(args.verify_probe)},
         "rewards": {"components": w.rewards},
         "trainer": {"steps": w.steps, "scenarios_per_step": w.scenarios_per_step, "staleness": args.staleness,

@@ -228,8 +228,8 @@ def markdown(report: dict) -> str:
     lines += ["What differs between the frameworks (everything else is identical, see the module docstring): "
               "TRL's loss is its `dapo` (token-mean, clip 0.2/0.28, no dual clip; its old log-probs are the "
               "detached current ones, ratio 1) where rlpost's is `ppo_clip` (dual clip 10, old log-probs = the "
-              "sampler's, no extra pass); TRL normalises advantages by the unbiased group std, rlpost by the "
-              "population std; TRL calls the reward built-ins in its own process, rlpost in its guarded reward "
+              "sampler's, no extra pass); both normalise advantages by the unbiased group std; TRL calls the "
+              "reward built-ins in its own process, rlpost in its guarded reward "
               "worker processes; rlpost also writes the Parquet rollout log, metrics and Redis state, checksums every "
               "weight sync and verifies it with a log-prob probe (all inside its step time).", ""]
     fails = [r for r in report["results"] if not r.get("ok")]

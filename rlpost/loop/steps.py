@@ -8,7 +8,7 @@ import torch
 
 from rlpost.common import metric_names as M
 from rlpost.domain.metrics import ade
-from rlpost.rl import grpo
+from rlpost.rl.advantages import AdvantageEstimator, zero_variance_groups
 
 
 class StalenessError(RuntimeError):
@@ -21,13 +21,14 @@ def scenario_batch(ids: list[str], step: int, size: int, seed: int) -> list[str]
     return [ids[i] for i in rng.choice(len(ids), size=min(size, len(ids)), replace=False)]
 
 
-def assign_advantages(records: list, group_size: int, std_normalize: bool) -> dict:
-    """Set ``advantage`` on each record from its group's rewards (groups are contiguous); returns stats."""
+def assign_advantages(records: list, group_size: int, estimator: AdvantageEstimator) -> dict:
+    """Set ``advantage`` on each record from its group's rewards by ``estimator`` (``learner.advantage``; groups
+    are contiguous); returns stats."""
     rewards = torch.tensor([r.reward_total for r in records], dtype=torch.float64).view(-1, group_size)
-    adv = grpo.group_advantages(rewards, std_normalize=std_normalize)
+    adv = estimator(rewards)
     for record, a in zip(records, adv.flatten().tolist()):
         record.advantage = a
-    return {M.ZERO_VARIANCE_GROUPS: int(grpo.zero_variance_groups(rewards).sum()), M.GROUPS: rewards.shape[0]}
+    return {M.ZERO_VARIANCE_GROUPS: int(zero_variance_groups(rewards).sum()), M.GROUPS: rewards.shape[0]}
 
 
 def check_staleness(records: list, step: int, bound: int) -> int:

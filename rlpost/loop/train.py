@@ -67,7 +67,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             cluster.score(records, by_id)                                                        # score
             check_error_budget([r.rewards for r in records], cfg.rewards.components, f"step {step}")
             t_score = time.perf_counter()
-            adv_stats = assign_advantages(records, group, cfg.learner.loss.std_normalize)       # advantages
+            adv_stats = assign_advantages(records, group, cfg.learner.advantage)                # advantages
             oldest = check_staleness(records, step, tr.staleness)
             learn = cluster.update(records, tokens.id(PAD), expert_inputs(records, by_id, tokens)  # update
                                    if cfg.learner.expert == "flow" else None)

@@ -1,7 +1,7 @@
 """The one typed config of a run (`rlpost train configs/tiny.yaml key=value ...`).
 
 Every field has a one-line description; ``RunConfig`` validates the whole tree (divisibility, resources, paths,
-reward names, loss names) before any actor starts, with messages that name the field and the fix.
+reward names, the loss's layout needs) before any actor starts, with messages that name the field and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from rlpost.common.config import StrictModel
 from rlpost.curation.schedule import CurationConfig
 from rlpost.policy.config import EvalConfig, ModelConfig, SFTConfig
 from rlpost.rewards.spec import RewardsConfig
+from rlpost.rl.advantages import ADVANTAGES, AdvantageConfig
+from rlpost.rl.losses import LOSSES, Layout, LossConfig
 
 
 # The three AR1 rewards (SPEC §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
@@ -64,20 +66,6 @@ class RolloutConfig(StrictModel):
     max_batched_tokens: int = Field(16384, ge=512, description="vLLM tokens per scheduler step (prompts are prefilled whole; >= the model's context)")
 
 
-class LossConfig(StrictModel):
-    """The policy loss from the registry in rlpost.rl.grpo (SPEC §6)."""
-
-    name: Literal["ppo_clip", "ar1_softmax"] = Field("ppo_clip", description="registered policy loss")
-    eps_low: float = Field(0.2, ge=0, description="ppo_clip: lower clip range (ratio >= 1 - eps_low)")
-    eps_high: float = Field(0.28, ge=0, description="ppo_clip: upper clip range (ratio <= 1 + eps_high), DAPO's clip-higher")
-    dual_clip: float | None = Field(10.0, gt=1, description="ppo_clip: cap on the loss of negative-advantage tokens (None: off)")
-    agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = Field("token_mean", description="how token losses are reduced")
-    beta: float = Field(1.0, ge=0, description="ar1_softmax: temperature of softmax(beta * A) within a group")
-    kl_coef: float = Field(0.0, ge=0, description="weight of KL(pi || pi_ref) in the loss (the recipe uses 0; > 0 loads a frozen reference)")
-    kl_kind: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator")
-    std_normalize: bool = Field(True, description="advantages (r - mean) / std; False: mean-only (Dr.GRPO)")
-
-
 class LearnerConfig(StrictModel):
     """The DeepSpeed learner (SPEC §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger lr)."""
 
@@ -87,7 +75,10 @@ class LearnerConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
     micro_batch: int = Field(16, ge=1, description="sequences per forward/backward on one rank")
-    loss: LossConfig = Field(default_factory=LossConfig, description="policy loss and advantages")
+    loss: LossConfig = Field(default_factory=lambda: LOSSES.build("ppo_clip"),
+                             description="policy loss {name: <registered in rlpost.rl.losses>, <its fields>}")
+    advantage: AdvantageConfig = Field(default_factory=lambda: ADVANTAGES.build("grpo"),
+                                       description="advantage estimator {name: <registered in rlpost.rl.advantages>, <its fields>}")
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
     threads: int = Field(1, ge=1, description="torch threads per learner rank")
@@ -186,8 +177,8 @@ class RunConfig(StrictModel):
             raise ValueError(
                 f"learner.micro_batch: {self.learner.micro_batch} must divide the {per_rank} sequences per rank"
             )
-        if self.learner.loss.name == "ar1_softmax" and self.rollout.group_size > per_rank:
-            raise ValueError("rollout.group_size: ar1_softmax needs whole groups on each rank; lower learner.num_ranks")
+        self.learner.loss.check_layout(Layout(group_size=self.rollout.group_size, num_ranks=self.learner.num_ranks,
+                                              per_rank=per_rank, micro_batch=self.learner.micro_batch))
         if self.ray_address is None and self.ray_num_cpus is not None:
             need = self.rollout.num_workers * self.rollout.num_cpus + self.learner.num_ranks * self.learner.num_cpus
             if need > self.ray_num_cpus:

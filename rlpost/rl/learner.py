@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpost.rl import grpo
 from rlpost.rl.config import LearnerConfig
+from rlpost.rl.losses import Layout, PolicyLoss
 from rlpost.rl.weights import WeightsMessage, pack_weights
 
 
@@ -104,8 +104,16 @@ def sequence_logprobs(model, token_ids: list[int]) -> list[float]:
     return token_logprobs(model, ids, torch.ones_like(ids))[0, 1:].tolist()
 
 
+def micro_batch_loss(loss: PolicyLoss, logp: torch.Tensor, mb: TrainBatch, group_size: int, normalizer: float,
+                     ref_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured loss of one micro-batch (whole groups): logp, ref_logp ``(B, S)`` of the model(s) on
+    ``mb``; ``normalizer`` of the whole step (``loss.normalizer``). The learner's only call into the loss."""
+    return loss(logp, mb.old_logp, mb.advantages, mb.completion_mask, group_size=group_size, normalizer=normalizer,
+                ref_logp=ref_logp)
+
+
 class GRPOLearner:
-    """One rank: the policy backbone in a DeepSpeed engine (+ a frozen reference when ``kl_coef`` > 0).
+    """One rank: the policy backbone in a DeepSpeed engine (+ a frozen reference when the loss needs one).
 
     Torch's AdamW is the client optimizer (DeepSpeed's CPU Adam costs a minute of JIT on these machines).
     The process must have RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set (the Ray actor does it).
@@ -118,13 +126,14 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        layout = Layout(group_size=group_size, num_ranks=self.world, per_rank=per_rank_batch, micro_batch=cfg.micro_batch)
+        cfg.loss.check_layout(layout)  # before any model loads: RunConfig ran it too, a direct caller may not have
+
         from rlpost.common.runtime import init_deepspeed_distributed
 
         init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
-        micro = min(cfg.micro_batch, per_rank_batch)
-        if cfg.loss.name == "ar1_softmax" and micro % group_size:
-            raise ValueError(f"learner.micro_batch: {micro} must hold whole groups of {group_size} for ar1_softmax")
+        micro = layout.micro
         self.accum = per_rank_batch // micro
         self.micro = micro
         self.group_size = group_size
@@ -140,7 +149,7 @@ class GRPOLearner:
         }
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.reference = None
-        if cfg.loss.kl_coef > 0:
+        if cfg.loss.needs_reference:
             self.reference = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
             self.reference.requires_grad_(False)
         self.checkpoint = Path(checkpoint)
@@ -165,15 +174,13 @@ class GRPOLearner:
     def update(self, batch: TrainBatch, normalizer: float) -> dict[str, float]:
         """One optimizer step over this rank's sequences (``accum`` micro-batches).
 
-        normalizer: the global count the aggregation divides by (completion tokens for token_mean, sequences for
-        seq_mean_token_mean, groups for ar1_softmax) across all ranks, so the summed micro-batch losses equal the
-        full-batch loss. DeepSpeed averages gradients over ranks, so each rank's loss is multiplied by the world
+        normalizer: ``learner.loss.normalizer(...)`` of the whole step, the global count the loss divides by across
+        all ranks, so the summed micro-batch losses equal the full-batch loss. DeepSpeed averages gradients over ranks, so each rank's loss is multiplied by the world
         size to turn that average back into the sum; ``scale_wrt_gas=False`` because the normalizer already covers
         the accumulation steps.
         """
         if len(batch) != self.micro * self.accum:
             raise ValueError(f"batch: expected {self.micro * self.accum} sequences on rank {self.rank}, got {len(batch)}")
-        loss_cfg = self.cfg.loss
         self.engine.train()
         totals: dict[str, float] = {}
         gap_sum = gap_n = 0.0
@@ -193,14 +200,7 @@ class GRPOLearner:
             if self.reference is not None:
                 with torch.no_grad():
                     ref_logp = token_logprobs(self.reference, mb.input_ids, mb.attention_mask)
-            params = dict(normalizer=normalizer, ref_logp=ref_logp, kl_coef=loss_cfg.kl_coef, kl_kind=loss_cfg.kl_kind)
-            if loss_cfg.name == "ppo_clip":
-                params.update(eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high, dual_clip=loss_cfg.dual_clip,
-                              agg=loss_cfg.agg)
-            else:
-                params.update(beta=loss_cfg.beta, group_size=self.group_size)
-            loss, metrics = grpo.policy_loss(loss_cfg.name, logp, mb.old_logp, mb.advantages, mb.completion_mask,
-                                             **params)
+            loss, metrics = micro_batch_loss(self.cfg.loss, logp, mb, self.group_size, normalizer, ref_logp)
             self.engine.backward(loss * self.world, scale_wrt_gas=False)
             self.engine.step()
             with torch.no_grad():

@@ -16,6 +16,7 @@ from rlpost.actors.rollout import split
 from rlpost.common import metric_names as M
 from rlpost.loop.steps import StalenessError, assign_advantages, check_staleness, reward_means, scenario_batch
 from rlpost.rewards.compose import ComponentRecord
+from rlpost.rl.advantages.dr_grpo import DrGRPO
 from rlpost.rl.learner import make_train_batch
 from rlpost.rl.rollout import RolloutRecord
 from rlpost.rl.weights import WeightSyncError, check_sync, pack_weights, verify_weights
@@ -45,7 +46,7 @@ def test_scenario_draw_depends_on_seed_and_step_only():
 
 def test_advantages_are_set_per_contiguous_group():
     records = [record(f"s{i // 4}", i % 4, reward=r) for i, r in enumerate([1, 2, 3, 4, 5, 5, 5, 5])]
-    stats = assign_advantages(records, group_size=4, std_normalize=False)
+    stats = assign_advantages(records, group_size=4, estimator=DrGRPO())
     assert [r.advantage for r in records] == pytest.approx([-1.5, -0.5, 0.5, 1.5, 0, 0, 0, 0])
     assert stats == {M.ZERO_VARIANCE_GROUPS: 1, M.GROUPS: 2}
 

@@ -46,6 +46,10 @@ def test_shipped_configs_validate(path):
         (["curation.size=0"], "curation.size"),
         (["trainer.scenarios_per_step=0"], "trainer.scenarios_per_step"),
         (["learner.loss.agg=sum"], "learner.loss.agg"),
+        (["learner.loss.beta=2"], "learner.loss.beta"),  # ar1_softmax's field, not ppo_clip's
+        (["learner.loss.name=ar1_softmax", "learner.loss.eps_low=0.1"], "learner.loss.eps_low"),
+        (["learner.loss.std_normalize=false"], "learner.loss.std_normalize"),  # moved to learner.advantage
+        (["learner.advantage.name=ppo"], "learner.advantage.name"),
         (["learner.loss.name=ar1_softmax", "learner.num_ranks=2", "learner.num_cpus=0.5",
           "trainer.scenarios_per_step=1"], "learner.num_ranks"),
         (["model.size=huge"], "model.size"),
@@ -56,6 +60,17 @@ def test_shipped_configs_validate(path):
 def test_bad_run_configs_are_refused_naming_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(RunConfig, None, overrides)
+
+
+def test_ar1_softmax_micro_batches_that_split_groups_are_refused_at_load():
+    # 8 scenarios x G=12 = 96 sequences on one rank in micro-batches of 16: every micro-batch would cut a group.
+    with pytest.raises(ConfigError, match=r"learner\.micro_batch") as err:
+        load_config(RunConfig, CONFIGS / "tiny.yaml",
+                    ["learner.loss.name=ar1_softmax", "rollout.group_size=12", "learner.micro_batch=16"])
+    assert "rollout.group_size" in str(err.value)
+    cfg = load_config(RunConfig, CONFIGS / "tiny.yaml",
+                      ["learner.loss.name=ar1_softmax", "rollout.group_size=12", "learner.micro_batch=24"])
+    assert cfg.learner.loss.name == "ar1_softmax" and cfg.learner.loss.beta == 1.0
 
 
 @pytest.mark.parametrize(
