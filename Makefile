@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-# Loopback only, for Ray, vLLM and torch.distributed (shared/ENVIRONMENT.md).
+# Loopback only, for Ray, vLLM and torch.distributed (docs/machine-notes.md).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 export VLLM_HOST_IP := 127.0.0.1

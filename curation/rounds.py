@@ -1,4 +1,4 @@
-"""One curation round as pure functions: score candidates from their rollouts, select, describe (SPEC §7)."""
+"""One curation round as pure functions: score candidates from their rollouts, select, describe (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class RoundScores:
 
 @dataclass(frozen=True)
 class CurationRound:
-    """One curation round (ARCHITECTURE "Curation round"): its id, the step it was started for, the policy version
+    """One curation round (docs/design.md §0.4 "Curation round"): its id, the step it was started for, the policy version
     that scored it, the scores and selection, and what it cost (wall time [s], tokens generated, forward FLOPs)."""
 
     round: int

@@ -1,4 +1,4 @@
-"""Curation config and schedules: when a round scores the candidate pool, and with which policy (SPEC §7).
+"""Curation config and schedules: when a round scores the candidate pool, and with which policy (docs/design.md §7).
 
 - ``none``: no curation, every training scenario is eligible (round 0 = the whole pool).
 - ``random``: a uniformly random subset of ``size`` scenarios, redrawn every ``every`` steps (the control).

@@ -1,4 +1,4 @@
-"""Disagreement scores between the explicit reward and the policy's implicit preference (SPEC §7).
+"""Disagreement scores between the explicit reward and the policy's implicit preference (docs/design.md §7).
 
 For a scenario with G rollouts, rewards r_i and sequence log-probs ℓ_i (summed over L_i completion tokens)
 under the current policy:
@@ -50,7 +50,7 @@ def _kl(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
 
 
 def kl_score(rewards, seq_logprobs, lengths, beta: float = 1.0) -> np.ndarray:
-    """KL(p_reward ‖ p_model) with length-normalised log-probs (the default, SPEC §7). ``(B,)`` nats, ≥ 0."""
+    """KL(p_reward ‖ p_model) with length-normalised log-probs (the default, docs/design.md §7). ``(B,)`` nats, ≥ 0."""
     r, mean_lp, _, _ = _inputs(rewards, seq_logprobs, lengths, beta)
     return np.maximum(_kl(_log_softmax(beta * r), _log_softmax(mean_lp)), 0.0)
 

@@ -1,4 +1,4 @@
-"""Selection strategies: which scenarios the next training steps draw from, given their scores (SPEC §7).
+"""Selection strategies: which scenarios the next training steps draw from, given their scores (docs/design.md §7).
 
 Every strategy is ``(ids, scores, size, rng, **params) -> list of ids`` (scores ``(B,)`` aligned with ids;
 ``size`` the number to select; ``rng`` a ``numpy.random.Generator``), deterministic for a given rng state.

@@ -1,4 +1,4 @@
-"""Built-in reward ``reasoning_critic`` (SPEC §5.1): a 0–5 grade of the generated trace against the ground truth.
+"""Built-in reward ``reasoning_critic`` (docs/design.md §5.1): a 0–5 grade of the generated trace against the ground truth.
 
 One reward, several interchangeable graders ("backends") behind one interface:
 

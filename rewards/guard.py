@@ -133,7 +133,7 @@ def _worker_main(conn, ref: str, params: dict[str, Any], fallback: float, async_
     preload: modules to import before reporting ready (those defining the scenario classes), so that unpickling
     the first batch does not spend the deadline on imports (a scenario module may pull in torch: seconds).
     """
-    os.environ["OMP_NUM_THREADS"] = "1"  # many workers and actors share the cores (shared/ENVIRONMENT.md)
+    os.environ["OMP_NUM_THREADS"] = "1"  # many workers and actors share the cores (docs/machine-notes.md)
     os.setpgid(0, 0)  # own process group: a timeout kills the plugin's own subprocesses too
     try:
         for module in preload:

@@ -23,7 +23,7 @@ _SLACK_M = 1e-6
 
 
 def rollout_batch(controls: np.ndarray, v0: np.ndarray, dt: float = DT):
-    """Unicycle rollout (SPEC §2) of a batch: controls ``(B, T, 2)`` (a [m/s²], κ [1/m]), v0 ``(B,)`` [m/s].
+    """Unicycle rollout (docs/design.md §2) of a batch: controls ``(B, T, 2)`` (a [m/s²], κ [1/m]), v0 ``(B,)`` [m/s].
 
     Returns ``(states (B, T, 4), cos_yaw (B, T), sin_yaw (B, T))``; states equal ``unicycle_rollout`` to
     rounding (the same per-step increments, summed by ``cumsum`` instead of a Python loop over the steps).

@@ -158,7 +158,7 @@ def _segments(flips: list[int], n: int, classify, min_ticks: dict[str, int], at:
 
 
 def _classify_lon(at: dict, s: int, e: int, last: int, dt: float) -> tuple[str, float]:
-    """The longitudinal classifier of ``detect_meta_actions`` (SPEC §4): (label, mean accel).
+    """The longitudinal classifier of ``detect_meta_actions`` (docs/design.md §4): (label, mean accel).
 
     at: tick -> (v, path length, yaw, -, ∫v dt, ∫|v| dt) for every boundary tick; a segment's time span runs to
     the next segment's first tick (clipped to the last tick).
@@ -188,7 +188,7 @@ def _classify_lon(at: dict, s: int, e: int, last: int, dt: float) -> tuple[str, 
 
 
 def _classify_lat(at: dict, s: int, e: int, last: int, dt: float) -> tuple[str, float]:
-    """The lateral classifier of ``detect_meta_actions`` (SPEC §4): (label, turn rate). ``at`` as above."""
+    """The lateral classifier of ``detect_meta_actions`` (docs/design.md §4): (label, turn rate). ``at`` as above."""
     e = min(e, last)
     dur = (e - s) * dt
     if dur <= 0.0:

@@ -1,4 +1,4 @@
-"""Built-in reward ``trajectory_quality`` (SPEC §5.3): closeness to the expert, no collision, low jerk.
+"""Built-in reward ``trajectory_quality`` (docs/design.md §5.3): closeness to the expert, no collision, low jerk.
 
     value = −(λ_L2 · L2² + λ_coll · 1[collision] + λ_jerk · jerk²)
 

@@ -1,4 +1,4 @@
-"""`rlpost eval CKPT --split val`: open-loop metrics of a policy checkpoint (SPEC §8).
+"""`rlpost eval CKPT --split val`: open-loop metrics of a policy checkpoint (docs/design.md §8).
 
 Per scenario: one greedy completion (the main numbers; AR1 reports the most likely rollout) and ``K`` sampled ones
 (minADE_K), both phase-constrained, with transformers or vLLM. Trajectories come two ways:
@@ -9,7 +9,7 @@ Per scenario: one greedy completion (the main numbers; AR1 reports the most like
 Reported: ADE/FDE at 3 s and 6.4 s and minADE_K/minFDE_K for token, expert and a constant-velocity baseline;
 decision accuracy (parsed trace vs labels: both axes exact, and per axis); consistency rate (the ``coc_consistency``
 reward: parsed decision vs meta-actions detected on the token trajectory); collision rate (ego box 4×2 m vs the
-agents' logged futures); comfort-violation rate (history ⊕ prediction vs the SPEC §2 bounds); reasoning grade
+agents' logged futures); comfort-violation rate (history ⊕ prediction vs the docs/design.md §2 bounds); reasoning grade
 (the ``rubric`` critic, 0–5); parse rate and valid-trajectory rate. Printed as a table; written to ``eval.json``
 (summary) and ``eval.parquet`` (one row per scenario).
 """

@@ -1,4 +1,4 @@
-"""`rlpost experiment table9`: AR1's Table-9 reward ablation and the flow-expert question (SPEC §5, §6).
+"""`rlpost experiment table9`: AR1's Table-9 reward ablation and the flow-expert question (docs/design.md §5, §6).
 
 From one SFT checkpoint, GRPO arms that differ only in their reward weights, and one arm in what happens to the
 flow-matching expert (see :data:`ARMS`). Every arm × seed is an ordinary ``rlpost train`` run in its own folder

@@ -24,7 +24,7 @@ FINDINGS = (
     ("adding the safety reward lowers the collision rate", "collision", "reasoning_consistency",
      "reasoning_consistency_safety", -1),
 )
-# SPEC §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
+# docs/design.md §5: AR1 Table 9 (0.5B model after CoC SFT); "close encounters %" is the paper's safety column.
 PAPER = {
     "sft": {"ade": 2.12, "reasoning": 3.1, "consistency": 0.62, "collision_pct": 6.9},
     "reasoning": {"ade": 2.19, "reasoning": 4.5, "consistency": 0.53, "collision_pct": 5.8},

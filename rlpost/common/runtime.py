@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Loopback only, no hub (shared/ENVIRONMENT.md): set before Ray, vLLM or torch.distributed start.
+# Loopback only, no hub (docs/machine-notes.md): set before Ray, vLLM or torch.distributed start.
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",

@@ -1,4 +1,4 @@
-"""Chain of Causation (SPEC §3): the decision taxonomy, causal factors, trace composition and ``parse_trace``.
+"""Chain of Causation (docs/design.md §3): the decision taxonomy, causal factors, trace composition and ``parse_trace``.
 
 A CoC trace states one closed-set **driving decision** per axis (or none) and free-text **causal factors**.
 
@@ -56,7 +56,7 @@ from rlpost.domain.phrase_scanner import PhraseScanner
 
 
 class FactorCategory(str, Enum):
-    """Causal-factor categories of a CoC trace (SPEC §3)."""
+    """Causal-factor categories of a CoC trace (docs/design.md §3)."""
 
     CRITICAL_OBJECT = "critical_object"  # type, relative pose, motion of another road user or obstacle
     TRAFFIC_LIGHT = "traffic_light"

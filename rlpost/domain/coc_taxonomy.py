@@ -1,4 +1,4 @@
-"""The decision taxonomy of a Chain-of-Causation trace (SPEC §3): the full AR1 set (longitudinal and lateral kinds,
+"""The decision taxonomy of a Chain-of-Causation trace (docs/design.md §3): the full AR1 set (longitudinal and lateral kinds,
 directions), the public auto-labeller's simplified set, the mappings between them, and which decision outranks which.
 """
 
@@ -8,7 +8,7 @@ from enum import Enum
 
 
 class Longitudinal(str, Enum):
-    """Longitudinal driving decisions of the full AR1 set (SPEC §3); values are stable snake_case strings."""
+    """Longitudinal driving decisions of the full AR1 set (docs/design.md §3); values are stable snake_case strings."""
 
     SET_SPEED_TRACKING = "set_speed_tracking"
     LEAD_OBSTACLE_FOLLOWING = "lead_obstacle_following"
@@ -20,7 +20,7 @@ class Longitudinal(str, Enum):
 
 
 class Lateral(str, Enum):
-    """Lateral driving decisions of the full AR1 set (SPEC §3). See `DIRECTIONAL_LATERAL` for which need a side."""
+    """Lateral driving decisions of the full AR1 set (docs/design.md §3). See `DIRECTIONAL_LATERAL` for which need a side."""
 
     LANE_KEEPING = "lane_keeping"
     MERGE_SPLIT = "merge_split"
@@ -47,7 +47,7 @@ OPTIONAL_DIRECTION_LATERAL: frozenset[Lateral] = frozenset({Lateral.MERGE_SPLIT}
 
 
 class SimplifiedDecision(str, Enum):
-    """The public auto-labeller's simplified set: 7 longitudinal + 6 lateral labels, no directions (SPEC §3).
+    """The public auto-labeller's simplified set: 7 longitudinal + 6 lateral labels, no directions (docs/design.md §3).
 
     Beware: a ``str`` enum compares equal to its value, so ``SimplifiedDecision.TURN == Lateral.TURN``; look the
     mapping dicts up with the enum they are keyed by.
@@ -112,7 +112,7 @@ SIMPLIFIED_TO_FULL: dict[SimplifiedDecision, Longitudinal | Lateral] = {
     _S.KEEP_LANE: Lateral.LANE_KEEPING,
 }
 
-# "Interesting" decisions outrank Keep Distance / Keep Lane / Resume Speed (SPEC §3).
+# "Interesting" decisions outrank Keep Distance / Keep Lane / Resume Speed (docs/design.md §3).
 INTERESTING: frozenset[SimplifiedDecision] = frozenset(set(_S) - {_S.KEEP_DISTANCE, _S.KEEP_LANE, _S.RESUME_SPEED})
 INTERESTING_FULL: frozenset[Longitudinal | Lateral] = frozenset(
     k for k, s in FULL_TO_SIMPLIFIED.items() if s in INTERESTING

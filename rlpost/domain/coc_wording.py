@@ -1,4 +1,4 @@
-"""Wording tables for Chain-of-Causation traces (SPEC §3): what `rlpost.domain.coc.compose_trace` writes and the
+"""Wording tables for Chain-of-Causation traces (docs/design.md §3): what `rlpost.domain.coc.compose_trace` writes and the
 synonym patterns `rlpost.domain.coc.parse_trace` recognises.
 
 Keys are the plain string values of the `rlpost.domain.coc` enums (a ``str`` enum member hashes and compares equal to

@@ -1,8 +1,8 @@
-"""CoC–action consistency (SPEC §5.2): does the predicted trajectory do what the trace decided?
+"""CoC–action consistency (docs/design.md §5.2): does the predicted trajectory do what the trace decided?
 
 AR1 does not publish its decision → meta-action matching table; this module is the project's **(ours)**, as one
 data table, `MATCHING_TABLE`, keyed by ``(axis, decision kind, direction or None)`` and covering every decision
-of the full set (`rlpost.domain.coc`). A row is a `Rule`: the axis's meta-action label sequence (SPEC §4, produced by
+of the full set (`rlpost.domain.coc`). A row is a `Rule`: the axis's meta-action label sequence (docs/design.md §4, produced by
 ``rlpost.domain.meta_actions``) satisfies it when it contains at least one label of ``requires_any`` (an empty set
 requires nothing) and no label of ``forbids``. Order within the sequence is not checked: "decel then stop" is
 read as "some deceleration or stop, and no acceleration".
@@ -10,7 +10,7 @@ read as "some deceleration or stop, and no acceleration".
 Principles behind the rows: every decision forbids reversing (no decision of the taxonomy is a reversing
 manoeuvre); a decision that implies a speed change requires one; a left manoeuvre requires a left steer and
 forbids a *sharp* right steer, but never a plain right steer, because a lane change or a nudge straightens with a
-short opposite steer. A sharp steer needs a turn radius under 20 m (SPEC §4: r ≥ 0.05 rad/m), far tighter than
+short opposite steer. A sharp steer needs a turn radius under 20 m (docs/design.md §4: r ≥ 0.05 rad/m), far tighter than
 any lane change or nudge, so those forbid sharp steers on both sides (which is also what tells a lane change
 from a turn). Defaults (set speed, lane keeping, following) only forbid what contradicts them.
 """
@@ -29,7 +29,7 @@ from rlpost.domain.coc import (
     Longitudinal,
 )
 
-# Meta-action labels (SPEC §4), as rlpost.domain.meta_actions writes them.
+# Meta-action labels (docs/design.md §4), as rlpost.domain.meta_actions writes them.
 LONGITUDINAL_LABELS: frozenset[str] = frozenset(
     {"reverse", "stop", "strong_accel", "gentle_accel", "strong_decel", "gentle_decel", "maintain_speed"}
 )
@@ -80,14 +80,14 @@ MATCHING_TABLE: dict[RuleKey, Rule] = {
         "passing needs an acceleration; a hard brake or a stop means the pass did not happen"),
     (LONGITUDINAL, _L.YIELD, None): _r(
         "gentle_decel strong_decel stop", "strong_accel reverse",
-        "yield = decelerate or stop (SPEC §5.2); a gentle pull-away after the other agent passed is fine"),
+        "yield = decelerate or stop (docs/design.md §5.2); a gentle pull-away after the other agent passed is fine"),
     (LONGITUDINAL, _L.STOP_FOR_STATIC_CONSTRAINT, None): _r(
         "gentle_decel strong_decel stop", "gentle_accel strong_accel reverse",
-        "stop = decelerate then stop (SPEC §5.2); the stop may lie beyond the horizon, so a decel suffices"),
+        "stop = decelerate then stop (docs/design.md §5.2); the stop may lie beyond the horizon, so a decel suffices"),
     # --- lateral -----------------------------------------------------------------------------------------
     (LATERAL, _A.LANE_KEEPING, None): _r(
         "", f"sharp_steer_left sharp_steer_right {_REV_LAT}",
-        "keep lane = no sharp steer (SPEC §5.2); plain steers are the lane's own curvature"),
+        "keep lane = no sharp steer (docs/design.md §5.2); plain steers are the lane's own curvature"),
     (LATERAL, _A.MERGE_SPLIT, None): _r(
         "steer_left steer_right sharp_steer_left sharp_steer_right", _REV_LAT,
         "a merge or split moves laterally to one side or the other; the side is not stated"),
@@ -121,11 +121,11 @@ _directed(_A.MERGE_SPLIT, "steer_left sharp_steer_left", f"sharp_steer_right {_R
 # pace (queues, SUMO's sublane moves) crosses the sharp threshold; sharpness alone cannot reject them. Many
 # real SUMO labels failed when these rows forbade sharp steers, so they require the side's steer only.
 _directed(_A.OUT_OF_LANE_NUDGE, "steer_left sharp_steer_left", _REV_LAT,
-          "a nudge (≥ 0.8 m at ≥ 0.095 m/m, SPEC §4) shows as a {side} steer, sharp when slow")
+          "a nudge (≥ 0.8 m at ≥ 0.095 m/m, docs/design.md §4) shows as a {side} steer, sharp when slow")
 _directed(_A.IN_LANE_NUDGE, "steer_left sharp_steer_left", _REV_LAT,
           "an in-lane {side} nudge still shows as a {side} steer, sharp when slow")
 _directed(_A.LANE_CHANGE, "steer_left sharp_steer_left", _REV_LAT,
-          "lane change {side} = steer {side} (SPEC §5.2); at low speed the same shift reads as a sharp steer")
+          "lane change {side} = steer {side} (docs/design.md §5.2); at low speed the same shift reads as a sharp steer")
 _directed(_A.TURN, "sharp_steer_left steer_left", f"sharp_steer_right {_REV_LAT}",
           "turn {side} = a {side} steer (sharp at an intersection); a sharp opposite steer contradicts it")
 
@@ -176,7 +176,7 @@ def check_consistency(
     """Check a parsed trace decision against the meta-action labels of the predicted trajectory.
 
     decision: from `rlpost.domain.coc.parse_trace`; None (an unparseable trace) is inconsistent. longitudinal / lateral:
-    the label sequences of the two axes (SPEC §4 names; may be empty). An axis the decision leaves None is
+    the label sequences of the two axes (docs/design.md §4 names; may be empty). An axis the decision leaves None is
     unconstrained. Raises ValueError for an unknown label (a programming error upstream, not a bad rollout),
     TypeError for a bare string or a non-Decision.
     """

@@ -1,8 +1,8 @@
-"""Meta-actions from a trajectory: the rule-based detector of SPEC §4.
+"""Meta-actions from a trajectory: the rule-based detector of docs/design.md §4.
 
 A trajectory of ego states at 10 Hz is cut into segments per axis (longitudinal, lateral) wherever a thresholded
-per-tick indicator flips, each segment is classified first-match against the SPEC §4 rules, and segments shorter
-than their minimum length are merged into a neighbour and re-classified. The consistency reward (SPEC §5.2) compares
+per-tick indicator flips, each segment is classified first-match against the docs/design.md §4 rules, and segments shorter
+than their minimum length are merged into a neighbour and re-classified. The consistency reward (docs/design.md §5.2) compares
 the resulting labels with the decision parsed from the chain-of-causation text.
 
 Units: metres, seconds, radians; speed m/s, acceleration m/s², turn rate rad/m. Left (counter-clockwise) is positive.
@@ -16,7 +16,7 @@ import numpy as np
 
 from rlpost.common.checks import as_float_array, check_positive
 
-DT = 0.1  # s, 10 Hz (SPEC §2, §4)
+DT = 0.1  # s, 10 Hz (docs/design.md §2, §4)
 
 LONGITUDINAL_LABELS = (
     "reverse", "stop", "strong_accel", "gentle_accel", "strong_decel", "gentle_decel", "maintain_speed",
@@ -27,25 +27,25 @@ LATERAL_LABELS = (
 )
 AXES = ("longitudinal", "lateral")
 
-# --- SPEC §4 longitudinal classification (segment mean accel a = Δv / duration) ---
+# --- docs/design.md §4 longitudinal classification (segment mean accel a = Δv / duration) ---
 REVERSE_SPEED = -0.12  # m/s: mean speed along heading at or below this -> reverse
 STOP_SPEED = 0.12  # m/s: mean speed at or below this -> stop
 STRONG_ACCEL = 1.4  # m/s²: |a| at or above this -> strong accel / decel
 GENTLE_ACCEL = 0.15  # m/s²: |a| at or above this (and below STRONG_ACCEL) -> gentle accel / decel
 MIN_SPEED_CHANGE = 0.8  # m/s: |Δv| an accel / decel segment must reach
-# --- SPEC §4 longitudinal cut indicators ---
+# --- docs/design.md §4 longitudinal cut indicators ---
 SPEED_CUTS = (-0.3, 0.3)  # m/s: reversing | standing | moving
 ACCEL_CUTS = (-1.25, -0.1, 0.1, 1.25)  # m/s²: strong decel | decel | steady | accel | strong accel
 HYSTERESIS = 0.15  # band half-width as a fraction of |threshold| ("15 % hysteresis")
 MIN_TICKS_LONGITUDINAL = 8
 MIN_TICKS_MAINTAIN = 12
-# --- SPEC §4 lateral classification (turn rate r = Δheading / distance; total heading change Δh) ---
+# --- docs/design.md §4 lateral classification (turn rate r = Δheading / distance; total heading change Δh) ---
 SHARP_TURN_RATE = 0.05  # rad/m
 SHARP_HEADING_CHANGE = 0.2  # rad
 STEER_TURN_RATE = 0.0015  # rad/m
 STEER_HEADING_CHANGE = 0.015  # rad
 MIN_TICKS_LATERAL = 10
-# Lateral cut indicator (ours: SPEC §4 names none). The per-tick turn rate dθ/ds is cut at the classification
+# Lateral cut indicator (ours: docs/design.md §4 names none). The per-tick turn rate dθ/ds is cut at the classification
 # rates themselves, ±STEER_TURN_RATE and ±SHARP_TURN_RATE, with the same 15 % hysteresis as the longitudinal
 # indicators: a segment boundary then falls where the steering regime (straight / steer / sharp, left / right)
 # changes, which is what the classifier distinguishes; heading change is a segment total, not a per-tick signal.
@@ -157,11 +157,11 @@ def _segments(key: np.ndarray, classify, min_ticks: dict[str, int]) -> tuple[Seg
 
 
 def detect_meta_actions(states, dt: float = DT) -> MetaActions:
-    """Rule-based meta-actions (SPEC §4) of one trajectory.
+    """Rule-based meta-actions (docs/design.md §4) of one trajectory.
 
     states: ``(T, 4)`` = (x [m], y [m], yaw [rad], v [m/s]) at ticks spaced ``dt`` [s] (10 Hz), T >= 2, any fixed
     frame; yaw may be wrapped (it is unwrapped here); v is the signed speed along the heading (negative when
-    reversing), as the SPEC §2 unicycle model produces. For a predicted trajectory prepend the history so that speed
+    reversing), as the docs/design.md §2 unicycle model produces. For a predicted trajectory prepend the history so that speed
     and accel are defined at t0 (see ``future_meta_actions``).
     Returns the longitudinal (labels in ``LONGITUDINAL_LABELS``) and lateral (``LATERAL_LABELS``) segments, each
     tiling ``[0, T)``. No segment is shorter than its minimum (8 ticks, 12 for maintain_speed; 10 lateral) unless it
@@ -243,7 +243,7 @@ def detect_meta_actions(states, dt: float = DT) -> MetaActions:
         r = dh / dist
         if mean_v <= REVERSE_SPEED:
             # Reversing with the wheel turned left (κ > 0) moves the car back and to the left while its yaw
-            # decreases, so the steering direction is -Δh. A straight reverse is go_straight (ours: SPEC §4 gives
+            # decreases, so the steering direction is -Δh. A straight reverse is go_straight (ours: docs/design.md §4 gives
             # the reverse classes no thresholds; we reuse the steer ones).
             r, dh = -r, -dh
             if r >= STEER_TURN_RATE and dh >= STEER_HEADING_CHANGE:
@@ -268,7 +268,7 @@ def detect_meta_actions(states, dt: float = DT) -> MetaActions:
 
 
 def future_meta_actions(history, future, dt: float = DT) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Meta-action labels of a predicted future, with the history prepended (SPEC §4, ours).
+    """Meta-action labels of a predicted future, with the history prepended (docs/design.md §4, ours).
 
     history: ``(H, 4)`` states up to and including t0; future: ``(T, 4)`` states at steps 1..T; both
     (x [m], y [m], yaw [rad], v [m/s]) in the same frame, ``dt`` [s] apart.

@@ -1,4 +1,4 @@
-"""Driving metrics (SPEC §8): displacement errors, oriented-box collisions, jerk and comfort bounds.
+"""Driving metrics (docs/design.md §8): displacement errors, oriented-box collisions, jerk and comfort bounds.
 
 Units: metres, seconds, radians. Trajectories are sampled at ``dt`` = 0.1 s; step i (0-based) is time (i+1)·dt.
 """
@@ -13,7 +13,7 @@ from rlpost.domain.trajectory import DT
 EGO_LENGTH = 4.0  # m, AR1's evaluation box
 EGO_WIDTH = 2.0  # m
 
-# Comfort bounds of the AR1 release (10 Hz finite differences), SPEC §2.
+# Comfort bounds of the AR1 release (10 Hz finite differences), docs/design.md §2.
 COMFORT_BOUNDS = {
     "lon_accel": (-4.05, 2.40),  # m/s²
     "lat_accel": (-4.89, 4.89),  # m/s²
@@ -179,5 +179,5 @@ def comfort_violations(states, dt: float = DT) -> dict[str, np.ndarray]:
 
 
 def mean_squared_jerk(states, dt: float = DT) -> np.ndarray:
-    """Mean of the squared jerk magnitude over the trajectory: ``(...)`` [m²/s⁶] (the jerk penalty of SPEC §5.3)."""
+    """Mean of the squared jerk magnitude over the trajectory: ``(...)`` [m²/s⁶] (the jerk penalty of docs/design.md §5.3)."""
     return np.mean(kinematics(states, dt)["jerk"] ** 2, axis=-1)

@@ -1,7 +1,7 @@
 """Trajectories: the unicycle model, controls from logged waypoints, and control tokenisation.
 
 Units everywhere: metres, seconds, radians; acceleration in m/s², curvature in 1/m. The ego frame at the
-keyframe t0 has the ego at the origin heading along +x (SPEC §2). Arrays are float64 numpy.
+keyframe t0 has the ego at the origin heading along +x (docs/design.md §2). Arrays are float64 numpy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ HORIZON = 64  # future steps (6.4 s)
 
 
 def unicycle_rollout(controls, v0, dt: float = DT) -> np.ndarray:
-    """Integrate per-step controls with the SPEC §2 unicycle model.
+    """Integrate per-step controls with the docs/design.md §2 unicycle model.
 
     controls: ``(..., T, 2)`` = (acceleration a [m/s²], curvature κ [1/m]) applied over each step.
     v0: ``(...)`` initial speed [m/s] (a scalar broadcasts over the batch).
@@ -80,7 +80,7 @@ def _initial_controls(pts: np.ndarray, v0: np.ndarray, dt: float) -> np.ndarray:
     return np.stack([np.diff(speed, axis=1) / dt, np.clip(curvature, -0.5, 0.5)], axis=-1)
 
 
-# Scales that make the two control channels comparable in the regulariser (AR1 release statistics, SPEC §2).
+# Scales that make the two control channels comparable in the regulariser (AR1 release statistics, docs/design.md §2).
 _CONTROL_STD = np.array([0.681, 0.0261])
 
 
@@ -163,7 +163,7 @@ def controls_from_waypoints(
 
 @dataclass(frozen=True)
 class TrajectoryTokenizer:
-    """Uniform binning of controls into ``2T`` interleaved tokens (a1, κ1, a2, κ2, ...), SPEC §2.
+    """Uniform binning of controls into ``2T`` interleaved tokens (a1, κ1, a2, κ2, ...), docs/design.md §2.
 
     num_bins: bins per channel (AR1 release: 3000; a tiny CPU model wants far fewer).
     accel_range / curvature_range: (low, high) covered by the bins [m/s²] / [1/m]; values outside are clamped.

@@ -1,11 +1,11 @@
-"""The ``judge`` critic backend of ``reasoning_critic`` (SPEC §5.1): a language model grades the trace 0–5.
+"""The ``judge`` critic backend of ``reasoning_critic`` (docs/design.md §5.1): a language model grades the trace 0–5.
 
 Config (the reward's params; give the component ``cache: true`` and a deadline that fits the judge)::
 
     # the project's own judge (or any local HF model directory) served by vLLM
     - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 60,
        params: {backend: judge, model: runs/judge/final}}
-    # any OpenAI-compatible server (vLLM serve, a hosted LLM): the full SPEC §5.1 rubric as the prompt
+    # any OpenAI-compatible server (vLLM serve, a hosted LLM): the full docs/design.md §5.1 rubric as the prompt
     - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 120,
        params: {backend: judge, endpoint: "http://127.0.0.1:8000/v1", model_name: judge, api: chat}}
 
@@ -61,7 +61,7 @@ DEFAULT_SERVER = "rlpost-judge"
 DEFAULT_NAMESPACE = "rlpost"
 OUTPUT_CHARS = 200  # raw judge output kept in the info (and the cache) per sample
 
-# SPEC §5.1's rubric, for judges that read instructions (OpenAI-compatible endpoints, instruction models).
+# docs/design.md §5.1's rubric, for judges that read instructions (OpenAI-compatible endpoints, instruction models).
 RUBRIC_INSTRUCTIONS = """\
 You grade the reasoning of an autonomous-driving policy. Compare the CANDIDATE chain-of-causation trace with the \
 REFERENCE (ground-truth) trace of the same driving scene: the driving decision on each axis (longitudinal: \

@@ -13,7 +13,7 @@ from typing import Any
 
 JUDGE_FILE = "judge.json"
 GRADE_TOKENS = tuple(str(g) for g in range(6))
-# A compact statement of the SPEC §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
+# A compact statement of the docs/design.md §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
 # prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.judge.critic).
 RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
 PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"

@@ -1,6 +1,6 @@
 """The project's own small reasoning judge: data (perturbed trace pairs graded by the rubric), training, agreement.
 
-Why. SPEC §5.1 grades a generated trace against the ground truth with a large reasoning model; on a CPU machine no
+Why. docs/design.md §5.1 grades a generated trace against the ground truth with a large reasoning model; on a CPU machine no
 general-purpose instruction LLM is available, so ``rlpost sft --task judge`` distils the deterministic ``rubric``
 backend (``rlpost.rewards.rubric``) into a tiny Qwen2 that vLLM serves like any judge model. The ``judge`` backend
 (``rlpost.judge.critic``) then runs for real on CPU; on a GPU cluster the same backend points at a real LLM.

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from rlpost.common.config import StrictModel
 
 # Size presets of the random-init Qwen2 backbone. head_dim = hidden / heads must be one vLLM's CPU attention
-# supports (32, 64, 80, 96, 112, 128, ...; 16 fails) (shared/ENVIRONMENT.md).
+# supports (32, 64, 80, 96, 112, 128, ...; 16 fails) (docs/machine-notes.md).
 SIZE_PRESETS: dict[str, dict[str, int]] = {
     # CI: ~0.2M parameters, head_dim 32.
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -29,7 +29,7 @@ _VLLM_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 256)
 
 
 class ExpertConfig(StrictModel):
-    """The flow-matching action expert behind the stop-gradient (SPEC §1, π0.5-KI)."""
+    """The flow-matching action expert behind the stop-gradient (docs/design.md §1, π0.5-KI)."""
 
     enabled: bool = Field(True, description="train and evaluate the flow-matching action expert beside the token head")
     hidden_size: int = Field(128, ge=16, description="width of the expert's transformer")
@@ -147,7 +147,7 @@ class SFTConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    """`rlpost eval`: open-loop metrics of a checkpoint on a split (SPEC §8)."""
+    """`rlpost eval`: open-loop metrics of a checkpoint on a split (docs/design.md §8)."""
 
     data: str = Field("data/scenarios", description="Parquet scenario dataset")
     split: str = Field("val", description="split to evaluate")

@@ -1,4 +1,4 @@
-"""Phase-constrained decoding (SPEC §1): the rules are data, one table used by HF generate and by vLLM.
+"""Phase-constrained decoding (docs/design.md §1): the rules are data, one table used by HF generate and by vLLM.
 
 A completion (the tokens after a prompt that ends in ``<|cot_start|>``) walks through phases:
 
@@ -52,7 +52,7 @@ class PhaseRules:
 
     @classmethod
     def for_tokenizer(cls, tok, max_trace_tokens: int) -> PhaseRules:
-        """The SPEC §1 rules for a :class:`~rlpost.policy.tokenizer.PolicyTokenizer`."""
+        """The docs/design.md §1 rules for a :class:`~rlpost.policy.tokenizer.PolicyTokenizer`."""
         from rlpost.policy.tokenizer import COT_END, TRAJ_END, TRAJ_START, TRAJ_TOKENS
 
         cot_end, t_start, t_end = tok.id(COT_END), tok.id(TRAJ_START), tok.id(TRAJ_END)

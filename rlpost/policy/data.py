@@ -1,4 +1,4 @@
-"""SFT examples: one scenario -> the teacher-forced token sequence (SPEC §1) and the expert's target controls.
+"""SFT examples: one scenario -> the teacher-forced token sequence (docs/design.md §1) and the expert's target controls.
 
     [scene tokens] <|cot_start|> trace tokens <|cot_end|> <|traj_start|> 128 bins <|traj_end|>
 

@@ -1,4 +1,4 @@
-"""The flow-matching action expert behind a stop-gradient (SPEC §1, π0.5 "knowledge insulation").
+"""The flow-matching action expert behind a stop-gradient (docs/design.md §1, π0.5 "knowledge insulation").
 
 A small transformer reads the backbone's prefix hidden states (prompt + trace + ``<|traj_start|>``) through
 ``detach()`` and predicts the 64×2 *normalised* controls by flow matching (rectified flow):
@@ -9,7 +9,7 @@ Inference integrates dx/dt = f from t = 0 (noise, or zeros for the deterministic
 Euler steps. Because the prefix is detached, the flow loss trains only the expert; the backbone learns from the
 token cross-entropy alone (a test checks both directions).
 
-Normalisation (SPEC §2, AR1 release statistics): a' = (a − 0.0290)/0.681, κ' = (κ − 0.000269)/0.0261.
+Normalisation (docs/design.md §2, AR1 release statistics): a' = (a − 0.0290)/0.681, κ' = (κ − 0.000269)/0.0261.
 """
 
 from __future__ import annotations

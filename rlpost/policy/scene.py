@@ -1,4 +1,4 @@
-"""Scene encoder: a Scenario -> a short, deterministic list of scene words (the prompt), SPEC §1 "(ours)".
+"""Scene encoder: a Scenario -> a short, deterministic list of scene words (the prompt), docs/design.md §1 "(ours)".
 
 Numbers are quantised into a small closed set of word tokens, so a tiny model reads a whole scene in ~40-70 tokens
 (prompt length dominates CPU time). The prompt is, in this order (every group always present except agents):

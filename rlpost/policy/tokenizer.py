@@ -2,17 +2,17 @@
 
 Why this shape. transformers 5 loads the tokenizer of any ``model_type=qwen2`` checkpoint as ``Qwen2Tokenizer``,
 which rebuilds the pipeline (NFC, Qwen2's split regex with single digits, byte-level BPE) around the saved vocabulary
-and merges, whatever ``tokenizer_class`` says (shared/ENVIRONMENT.md). So the tokenizer *is* that pipeline:
+and merges, whatever ``tokenizer_class`` says (docs/machine-notes.md). So the tokenizer *is* that pipeline:
 
 - chain-of-causation text: a byte-level BPE trained here on the trace corpus until every corpus word is one token
   (``" stop"`` -> ``Ġstop``); an out-of-vocabulary word is spelled in smaller pieces down to single bytes, so any
   text encodes losslessly and nothing crashes (there is no ``<|unk|>`` in the output; the token exists for configs);
-- the special tokens of SPEC §1 (``<|cot_start|>`` ...) as special added tokens;
+- the special tokens of docs/design.md §1 (``<|cot_start|>`` ...) as special added tokens;
 - scene words (``<v12>``, ``<tl_red>`` ...) and trajectory bins (``<A17>`` acceleration bin 17, ``<K17>`` curvature
   bin 17) as added tokens: one token each, written without spaces (``<v12><xn3>``).
 
 ``tokenizers``, ``AutoTokenizer.from_pretrained(dir)`` (= ``Qwen2Tokenizer``) and vLLM agree on every id (tested).
-Trajectory tokens interleave ``<A..>``, ``<K..>`` as ``TrajectoryTokenizer`` orders the controls (SPEC §2).
+Trajectory tokens interleave ``<A..>``, ``<K..>`` as ``TrajectoryTokenizer`` orders the controls (docs/design.md §2).
 """
 
 from __future__ import annotations

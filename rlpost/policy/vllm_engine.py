@@ -6,7 +6,7 @@
 (:mod:`rlpost.policy.constraints`) from the model directory, and applies it to requests whose
 ``SamplingParams.extra_args`` has ``{"rlpost_phases": True}`` (:func:`sampling_params` sets it).
 
-CPU settings (shared/ENVIRONMENT.md): ``dtype="float32"``, ``enforce_eager=True``, a small
+CPU settings (docs/machine-notes.md): ``dtype="float32"``, ``enforce_eager=True``, a small
 ``VLLM_CPU_KVCACHE_SPACE`` and in-process mode (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) by default.
 """
 

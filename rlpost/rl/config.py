@@ -20,7 +20,7 @@ from rlpost.rl.advantages import ADVANTAGES, AdvantageConfig
 from rlpost.rl.losses import LOSSES, Layout, LossConfig
 
 
-# The three AR1 rewards (SPEC §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
+# The three AR1 rewards (docs/design.md §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
 # The built-ins are trusted, vectorised and fast: they run in the reward actor's process (no deadline, no
 # process hop, which costs more than the scoring itself). Plugins and the LLM judge run in guarded workers with deadlines.
 DEFAULT_REWARDS = [
@@ -52,7 +52,7 @@ class DataConfig(StrictModel):
 
 
 class RolloutConfig(StrictModel):
-    """Rollout generation in vLLM (SPEC §6: G = 12, temperature 0.6, top-p 0.98 in the public recipe)."""
+    """Rollout generation in vLLM (docs/design.md §6: G = 12, temperature 0.6, top-p 0.98 in the public recipe)."""
 
     num_workers: int = Field(1, ge=1, description="rollout actors, each with its own vLLM engine")
     group_size: int = Field(8, ge=2, description="G: rollouts per scenario (a group); GRPO needs >= 2")
@@ -67,7 +67,7 @@ class RolloutConfig(StrictModel):
 
 
 class LearnerConfig(StrictModel):
-    """The DeepSpeed learner (SPEC §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger lr)."""
+    """The DeepSpeed learner (docs/design.md §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger lr)."""
 
     num_ranks: int = Field(1, ge=1, description="data-parallel learner ranks (Ray actors, gloo on CPU / NCCL on GPU)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage")

@@ -2,7 +2,7 @@
 
 Plain torch + DeepSpeed, no Ray: ``rlpost.actors.learner`` wraps one ``GRPOLearner`` per rank in a Ray actor.
 RL updates the whole backbone (token head and transformer). The flow-matching expert sits behind a stop-gradient
-and receives no policy gradient (SPEC §6): with ``learner.expert = "frozen"`` it is left as SFT made it; with
+and receives no policy gradient (docs/design.md §6): with ``learner.expert = "frozen"`` it is left as SFT made it; with
 ``"flow"`` it keeps training by its own flow loss, conditioned on the *on-policy* prefixes (prompt + sampled trace +
 ``<|traj_start|>``, hidden states from the same forward the policy loss uses, detached) with the logged expert
 controls as targets, so it follows the backbone's drifting features without any RL signal crossing the stop-gradient.

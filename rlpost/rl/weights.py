@@ -1,4 +1,4 @@
-"""The weights message from the learner to the rollout engines (ARCHITECTURE.md "Weights message").
+"""The weights message from the learner to the rollout engines (docs/design.md §0.4 "Weights message").
 
 A message carries the policy version, the parameters in size-capped buckets (one transfer per bucket, never
 one per parameter) and a checksum over every byte, which the receiver recomputes before loading.

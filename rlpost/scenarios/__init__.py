@@ -1,4 +1,4 @@
-"""Real driving scenarios from the SUMO networks shipped in the ``eclipse-sumo`` wheel (SPEC §9).
+"""Real driving scenarios from the SUMO networks shipped in the ``eclipse-sumo`` wheel (docs/design.md §9).
 
 Modules: ``nets`` (the shipped networks and SUMO command lines), ``sumo_sim`` (headless 0.1 s simulation and
 recording, SUMO → project geometry), ``inject`` (parked cars, crossing pedestrians, cut-ins), ``windows`` (ego

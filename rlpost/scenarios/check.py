@@ -1,4 +1,4 @@
-"""The label validator behind ``rlpost data check`` (SPEC §3 failure modes).
+"""The label validator behind ``rlpost data check`` (docs/design.md §3 failure modes).
 
 Per scenario it flags:
 

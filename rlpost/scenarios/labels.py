@@ -1,6 +1,6 @@
-"""Chain-of-Causation auto-labels for an ego window (SPEC §3, §4).
+"""Chain-of-Causation auto-labels for an ego window (docs/design.md §3, §4).
 
-- **Decision per axis at t0** from what the expert does next: the meta-actions of its future (SPEC §4, history
+- **Decision per axis at t0** from what the expert does next: the meta-actions of its future (docs/design.md §4, history
   prepended) plus the route's lane sequence (lane changes, merges, turns through junction links) and the scene
   (signal, lead vehicle, pedestrians, parked cars). Rules are tried "interesting first", as the simplified
   auto-labeller does: stop for a signal, yield, passing / gap search before lead following, speed adaptation and

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STEP_LENGTH = 0.1  # s, the project's 10 Hz (SPEC §2)
+STEP_LENGTH = 0.1  # s, the project's 10 Hz (docs/design.md §2)
 
 
 def sumo_home() -> Path:

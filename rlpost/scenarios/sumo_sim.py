@@ -1,7 +1,7 @@
 """Run a shipped SUMO network headless at 0.1 s and record every road user, signal and lane.
 
 The output is a :class:`Recording`: per-actor tracks in world coordinates, already converted from SUMO's conventions
-to the project's (SPEC §9):
+to the project's (docs/design.md §9):
 
 - SUMO reports the **front bumper**; tracks hold the box **centre**: centre = front − L/2·(cos yaw, sin yaw).
 - SUMO's angle is navigation style (0 = north, clockwise, degrees); tracks hold yaw = π/2 − radians(angle),
@@ -9,7 +9,7 @@ to the project's (SPEC §9):
 - SUMO's heading jumps at the corners of lane shapes (piecewise-linear lanes) and its speed is piecewise linear
   with per-step acceleration jumps (dawdling). Both break the comfort bounds although no real car does that, so
   yaw and speed are smoothed along each track with a Gaussian of ``SMOOTH_SIGMA`` before the centre is computed
-  ("fix at the source", SPEC §9); positions keep SUMO's front-bumper path, which is continuous.
+  ("fix at the source", docs/design.md §9); positions keep SUMO's front-bumper path, which is continuous.
 
 libsumo (in-process) is used when installed, else TraCI over a socket (about 3× slower, same results).
 """

@@ -6,12 +6,12 @@ origin, heading +x, left +y). Neighbours within ``NEIGHBOUR_RADIUS`` over the wi
 next traffic light on the ego's route are extracted with it.
 
 Keyframes: a regular grid (every ``stride`` seconds) plus **reactive** keyframes placed ``REACT_LEAD`` = 0.5 s
-before each onset of braking or lateral motion in the ego's track (SPEC §3), so the behaviour change is not yet
+before each onset of braking or lateral motion in the ego's track (docs/design.md §3), so the behaviour change is not yet
 visible at t0.
 
 Filters (each counted): ``standstill`` (the ego never moves in the window: queues, gridlock), ``degenerate``
 (position jumps, off-road at t0),
-``turnaround`` (route through a dead-end turnaround), ``comfort`` (SPEC §2 comfort bounds broken by history ⊕
+``turnaround`` (route through a dead-end turnaround), ``comfort`` (docs/design.md §2 comfort bounds broken by history ⊕
 future after smoothing), ``collision`` (the expert future overlaps an agent box).
 """
 

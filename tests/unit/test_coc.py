@@ -1,4 +1,4 @@
-"""Chain of Causation (SPEC §3): taxonomy, Decision validation, trace composition and parse_trace."""
+"""Chain of Causation (docs/design.md §3): taxonomy, Decision validation, trace composition and parse_trace."""
 
 from __future__ import annotations
 

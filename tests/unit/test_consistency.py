@@ -1,4 +1,4 @@
-"""The decision → meta-action matching table behind the CoC–action consistency reward (SPEC §5.2)."""
+"""The decision → meta-action matching table behind the CoC–action consistency reward (docs/design.md §5.2)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_row_violated_without_a_required_label(key, rule):
     assert not result.consistent and "requires one of" in result.reason
 
 
-# --------------------------------------------------------------------------- hand-written SPEC §5.2 cases
+# --------------------------------------------------------------------------- hand-written docs/design.md §5.2 cases
 # Written independently of the table, so that a wrong row cannot pass by construction.
 
 S_CURVE_LEFT = ["go_straight", "steer_left", "steer_right", "go_straight"]
@@ -130,7 +130,7 @@ CASES = [
     (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["steer_left", "sharp_steer_right"], True),
     (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["sharp_steer_left"], True),
     (Decision(lateral=A.LANE_CHANGE, direction=D.LEFT), ["maintain_speed"], ["sharp_steer_right"], False),
-    # order is not checked (SPEC labels carry no times here): a left S-curve also holds a plain right steer
+    # order is not checked (docs/design.md §4 labels carry no times here): a left S-curve also holds a plain right steer
     (Decision(lateral=A.LANE_CHANGE, direction=D.RIGHT), ["maintain_speed"], S_CURVE_LEFT, True),
     (Decision(lateral=A.LANE_CHANGE, direction=D.RIGHT), ["maintain_speed"], ["go_straight", "steer_left"], False),
     # keep lane ⇒ no sharp steer; a curved road's plain steer is fine

@@ -126,7 +126,7 @@ def test_no_import_cycles():
     assert not cycles, f"import cycles: {cycles}"
 
 
-# Ray stays in the actors layer (ARCHITECTURE rule 1), plus the judge backend's client, which finds the judge
+# Ray stays in the actors layer (docs/design.md §0.2 rule 1), plus the judge backend's client, which finds the judge
 # server actor by name from a reward worker process.
 RAY_ALLOWED = ("rlpost.actors", "rlpost.judge.critic")
 

@@ -1,4 +1,4 @@
-"""Policy losses in a registry (SPEC §6): one module per loss, each a ``PolicyLoss`` subclass that is its config.
+"""Policy losses in a registry (docs/design.md §6): one module per loss, each a ``PolicyLoss`` subclass that is its config.
 
 A loss module declares, in one class registered with ``@register_loss``: its config (``name: Literal["..."]`` plus
 its own described fields), its ``normalizer`` (the global count it divides by, from what the driver knows about
@@ -7,7 +7,7 @@ the run config loads and again by the learner), and ``compute``. Every module of
 so a new loss is one new module; ``learner.loss`` in the run config validates through ``LOSSES`` by ``name``.
 
 Shapes: B sequences (G rollouts per scenario, groups contiguous), T completion tokens. ``mask`` is 1 on
-completion tokens (trace + trajectory) and 0 on padding; every loss covers completion tokens only (SPEC §6).
+completion tokens (trace + trajectory) and 0 on padding; every loss covers completion tokens only (docs/design.md §6).
 """
 
 from __future__ import annotations

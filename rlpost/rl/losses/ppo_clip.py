@@ -1,4 +1,4 @@
-"""``ppo_clip``: PPO-clip with decoupled clip range and dual clip, the public AR1 RL recipe (SPEC §6)."""
+"""``ppo_clip``: PPO-clip with decoupled clip range and dual clip, the public AR1 RL recipe (docs/design.md §6)."""
 
 from __future__ import annotations
 
