@@ -4,12 +4,14 @@ are the learner ranks and the rollout engines (PACK), so on a cluster they land 
 from __future__ import annotations
 
 import os
+import socket
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlpost.actors.common import ActorCallError, actor_env, wait
+from rlpost.common.errors import UnreachableServiceError
 from rlpost.common.runtime import LOOPBACK_ENV
 
 
@@ -21,9 +23,28 @@ def connect_ray(cfg) -> bool:
     local = cfg.ray_address is None
     if local:
         os.environ.update({k: v for k, v in LOOPBACK_ENV.items() if k not in os.environ})
-    ray.init(address=cfg.ray_address, num_cpus=cfg.ray_num_cpus if local else None, include_dashboard=False,
-             log_to_driver=True, runtime_env=actor_env(), **({"_node_ip_address": "127.0.0.1"} if local else {}))
+    if not local:
+        _check_reachable(cfg.ray_address)
+    try:
+        ray.init(address=cfg.ray_address, num_cpus=cfg.ray_num_cpus if local else None, include_dashboard=False,
+                 log_to_driver=True, runtime_env=actor_env(), **({"_node_ip_address": "127.0.0.1"} if local else {}))
+    except ConnectionError as exc:
+        raise UnreachableServiceError(f"ray_address: no Ray cluster answers at {cfg.ray_address!r} ({exc}); start "
+                                      "one (`ray start --head`) or set ray_address: null for a local Ray") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` GCS address that does not accept connections: ``ray.init`` would retry it for
+    minutes before giving up. (``auto`` and ``ray://`` addresses are left to Ray.)"""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UnreachableServiceError(f"ray_address: no Ray cluster answers at {address!r} ({exc}); start one "
+                                      "(`ray start --head`) or set ray_address: null for a local Ray") from None
 
 
 class Placement:

@@ -4,7 +4,7 @@
     rlpost rewards check mypkg.rewards:lane_bonus --param bonus=0.2 --min-samples-per-s 100
 
 Wire into the main parser with ``add_rewards_subcommands(subparsers)``; each subcommand sets ``func`` (returns the
-exit code: 0 passed, 1 failed, 2 usage error).
+exit code: 0 passed, 1 failed; a usage error raises ``UserError``, which the main CLI turns into exit status 2).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 
 import yaml
 
+from rlpost.common.errors import UserError
+
 
 def _parse_params(items: list[str]) -> dict:
     """``key=value`` pairs; values read as YAML scalars (numbers, booleans, strings, lists)."""
@@ -23,7 +25,7 @@ def _parse_params(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--param {item!r}: expected key=value")
+            raise UserError(f"--param {item!r}: expected key=value")
         out[key] = yaml.safe_load(value)
     return out
 
@@ -36,11 +38,7 @@ def _check(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
 
-    try:
-        params = _parse_params(args.param)
-    except argparse.ArgumentTypeError as exc:
-        print(f"rlpost rewards check: {exc}", file=sys.stderr)
-        return 2
+    params = _parse_params(args.param)
     report = check_reward(args.reward, params=params, batch_size=args.batch_size, n_garbage=args.garbage,
                           min_samples_per_s=args.min_samples_per_s, deadline_s=args.deadline_s)
     if args.json:

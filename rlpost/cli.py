@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+
+from rlpost.common.errors import UserError
 
 
 def _run_config(args: argparse.Namespace):
@@ -30,19 +33,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """GRPO only, from cfg.init_checkpoint or the SFT stage's checkpoint."""
-    from rlpost.apps.pipeline import ensure_data, ensure_sft
+    from rlpost.apps.pipeline import prepare
     from rlpost.apps.report import write_report
     from rlpost.common.runtime import configure_cpu_runtime
-    from rlpost.scenarios.schema import read_scenarios
     from rlpost.loop.train import train
 
     cfg = _run_config(args)
     configure_cpu_runtime(1)
-    data = ensure_data(cfg)
-    checkpoint = ensure_sft(cfg)
-    pool = read_scenarios(data, cfg.data.train_split)
-    held_out = read_scenarios(data, cfg.data.eval_split)[: cfg.trainer.eval_scenarios]
-    summary = train(cfg, checkpoint, pool, held_out)
+    prep = prepare(cfg)
+    summary = train(cfg, prep.checkpoint, prep.pool, prep.held_out)
     print(f"report: {write_report(cfg.out, summary, {'config': args.config or 'defaults'})}")
     return 0
 
@@ -65,8 +64,21 @@ def _table9(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit status 2 as before): the full usage is one ``--help`` away. Each
+    (sub)command records its name as ``args.prog``, so an error names the command that failed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(prog=self.prog)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlpost", description="GRPO post-training for reasoning driving policies.")
+    parser = _Parser(prog="rlpost", description="GRPO post-training for reasoning driving policies.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors in the input too")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (("demo", _demo, "the main job: data -> SFT -> GRPO -> report (tiny CPU defaults)"),
                              ("train", _train, "GRPO on Ray (vLLM rollouts, DeepSpeed learner) from a config")):
@@ -102,8 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A mistake in the input (:class:`UserError`) prints its message and exits 2; other
+    exceptions are the program's and keep their traceback."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"{args.prog}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -187,9 +187,11 @@ def format_table(summary: dict) -> str:
 
 def run_eval(ckpt: str | Path, cfg: EvalConfig, scenarios=None, log=print) -> dict:
     """Load ``ckpt``, evaluate on ``cfg.split`` of ``cfg.data`` (or ``scenarios``), print and write the results."""
-    from rlpost.policy.model import load_policy
+    from rlpost.common.errors import require_checkpoint
     from rlpost.common.runtime import configure_cpu_runtime
+    from rlpost.policy.model import load_policy
 
+    require_checkpoint(ckpt, "checkpoint")
     configure_cpu_runtime(threads=cfg.threads)
     if scenarios is None:
         from rlpost.scenarios.schema import read_scenarios

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from rlpost.common.errors import UnreachableServiceError
 from rlpost.rl.config import RunConfig
 
 
@@ -38,23 +40,51 @@ def ensure_sft(cfg: RunConfig, log=print) -> str:
     return str(run_sft(cfg.model, sft, log=log).checkpoint)
 
 
+def check_redis(cfg: RunConfig) -> None:
+    """A configured ``redis_url`` must answer now, not minutes later inside an actor (None: the run starts its own)."""
+    from rlpost.storage.local_redis import is_reachable
+
+    if cfg.redis_url is not None and not is_reachable(cfg.redis_url):
+        raise UnreachableServiceError(f"redis_url: no Redis server answers at {cfg.redis_url}; start it or set "
+                                      "redis_url: null (the run then starts its own)")
+
+
+@dataclass
+class Prepared:
+    """What a GRPO run starts from: the policy checkpoint and the scenarios."""
+
+    checkpoint: str
+    pool: list  # the training split
+    held_out: list  # the first ``eval_scenarios`` of the evaluation split
+
+
+def prepare(cfg: RunConfig, eval_scenarios: int | None = None, log=print) -> Prepared:
+    """Check the config against the machine, then make the data and the start checkpoint if missing and read the
+    scenarios. ``eval_scenarios`` caps the held-out list (None: ``cfg.trainer.eval_scenarios``)."""
+    from rlpost.scenarios.schema import read_scenarios
+
+    cfg.preflight(need_data=False)  # the data may be built below; the rest must hold before a minute of SFT
+    check_redis(cfg)
+    data = ensure_data(cfg, log)
+    checkpoint = ensure_sft(cfg, log)
+    cap = cfg.trainer.eval_scenarios if eval_scenarios is None else eval_scenarios
+    return Prepared(checkpoint, read_scenarios(data, cfg.data.train_split),
+                    read_scenarios(data, cfg.data.eval_split)[:cap])
+
+
 def run_pipeline(cfg: RunConfig, log=print) -> Path:
     """Run every stage; returns the report path."""
     from rlpost.apps.report import write_report
-    from rlpost.scenarios.schema import read_scenarios
     from rlpost.loop.train import train
 
     t0 = time.time()
-    data = ensure_data(cfg, log)
-    checkpoint = ensure_sft(cfg, log)
+    prep = prepare(cfg, log=log)
     t_sft = time.time()
-    pool = read_scenarios(data, cfg.data.train_split)
-    held_out = read_scenarios(data, cfg.data.eval_split)[: cfg.trainer.eval_scenarios]
     log(f"[grpo] {cfg.trainer.steps} steps x {cfg.trainer.scenarios_per_step} scenarios x G={cfg.rollout.group_size} "
-        f"from {checkpoint}; {len(pool)} train / {len(held_out)} held-out scenarios")
-    summary = train(cfg, checkpoint, pool, held_out, log=log)
+        f"from {prep.checkpoint}; {len(prep.pool)} train / {len(prep.held_out)} held-out scenarios")
+    summary = train(cfg, prep.checkpoint, prep.pool, prep.held_out, log=log)
     report = write_report(cfg.out, summary, {
-        "config": cfg.name, "start checkpoint": checkpoint, "data + SFT time": f"{t_sft - t0:.0f} s",
+        "config": cfg.name, "start checkpoint": prep.checkpoint, "data + SFT time": f"{t_sft - t0:.0f} s",
         "GRPO time": f"{time.time() - t_sft:.0f} s", "total": f"{time.time() - t0:.0f} s"})
     log(f"[report] {report}")
     return report

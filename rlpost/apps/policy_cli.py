@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlpost.common.errors import UserError
 from rlpost.policy.config import PolicyRunConfig
 
 SECTIONS = ("model", "sft", "eval")
@@ -32,7 +33,7 @@ def _sft(args: argparse.Namespace) -> int:
         run_judge_sft(load_judge_config(config, overrides))
         return 0
     if args.config is None:
-        raise SystemExit("rlpost sft: a YAML run config is required for --task policy")
+        raise UserError("a YAML run config is required for --task policy, e.g. `rlpost sft configs/tiny.yaml`")
     from rlpost.apps.evaluate import run_eval
     from rlpost.policy.sft import run_sft
 

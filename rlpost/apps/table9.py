@@ -26,7 +26,8 @@ from typing import Literal
 
 import numpy as np
 
-from rlpost.common.config import load_config
+from rlpost.common.config import ConfigError, load_config
+from rlpost.common.errors import UserError
 from rlpost.rl.config import RunConfig
 
 ABLATION_CONFIG = "configs/table9.yaml"
@@ -72,7 +73,7 @@ def arm_config(base: RunConfig, arm: Arm, seed: int, out: Path, checkpoint: str)
     names = {c.name for c in base.rewards.components}
     missing = set(arm.weights) - names
     if missing:
-        raise ValueError(f"arm {arm.name}: reward components {sorted(missing)} are not in the base config's rewards "
+        raise ConfigError(f"arm {arm.name}: reward components {sorted(missing)} are not in the base config's rewards "
                          f"({sorted(n for n in names if n)})")
     for c in base.rewards.components:
         components.append(c.model_copy(update={"weight": arm.weights.get(c.name, c.weight),
@@ -186,20 +187,16 @@ def summarise(rows: list[dict]) -> dict:
 def run_table9(seeds: int, out: str, config: str = ABLATION_CONFIG, overrides: list[str] = (),
                arms: list[str] | None = None, eval_scenarios: int = 128, samples: int = 6, log=print) -> Path:
     """`rlpost experiment table9`: load the base config, data and SFT checkpoint, then :func:`table9`."""
-    from rlpost.apps.pipeline import ensure_data, ensure_sft
-    from rlpost.scenarios.schema import read_scenarios
+    from rlpost.apps.pipeline import prepare
 
     base = load_config(RunConfig, config, list(overrides))
     unknown = set(arms or ()) - {a.name for a in ARMS}
     if unknown:
-        raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {[a.name for a in ARMS]}")
+        raise UserError(f"--arms: unknown {sorted(unknown)}; choose from {[a.name for a in ARMS]}")
     chosen = [a for a in ARMS if arms is None or a.name in arms]
-    data = ensure_data(base, log)
-    checkpoint = ensure_sft(base, log)
-    pool = read_scenarios(data, base.data.train_split)
-    held_out = read_scenarios(data, base.data.eval_split)[:eval_scenarios]
+    prep = prepare(base, eval_scenarios, log)
     described = {"config": config, "overrides": list(overrides)}
-    return table9(base, checkpoint, pool, held_out, seeds, Path(out), chosen, samples, described, log)
+    return table9(base, prep.checkpoint, prep.pool, prep.held_out, seeds, Path(out), chosen, samples, described, log)
 
 
 def table9(base: RunConfig, checkpoint: str, pool: list, held_out: list, seeds: int, study: Path, arms=ARMS,

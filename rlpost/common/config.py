@@ -14,6 +14,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rlpost.common.errors import UserError
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -24,7 +26,7 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the field and the fix."""
 
 

@@ -102,7 +102,7 @@ def save_judge(directory: str | Path, backbone, tok, spec: JudgeSpec) -> Path:
     return d
 
 
-def _collate(items, pad: int, grade_ids):
+def collate_judge_batch(items, pad: int, grade_ids):
     import torch
 
     width = max(len(ids) for ids, _ in items) + 1
@@ -168,7 +168,7 @@ def predict_grades(backbone, enc: JudgePromptEncoder, pairs: Sequence[tuple[str,
     with torch.no_grad():
         for s in range(0, len(pairs), batch_size):
             items = [(enc.encode(r, c), 0) for r, c in pairs[s:s + batch_size]]
-            batch = _collate(items, pad, enc.spec.grade_ids)
+            batch = collate_judge_batch(items, pad, enc.spec.grade_ids)
             logits = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             at = logits[torch.arange(len(items)), batch["last"]][:, grade_ids]
             out += at.argmax(-1).tolist()

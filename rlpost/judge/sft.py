@@ -20,10 +20,10 @@ trained on the trace vocabulary plus the prompt's words. The prompt is::
     <rubric prefix> reference: <ground-truth trace> candidate: <generated trace> grade:
 
 and the completion is one grade token ``0``..``5`` (digits are single tokens in Qwen2's pipeline). Only that
-token carries the loss (plus an optional small language-model loss on the prompt). Training is the policy SFT's
-loop (torch AdamW, warm-up + cosine, grad clip; the cosine follows whichever of ``steps`` / ``max_minutes`` runs
-out first), in plain torch by default or through DeepSpeed (gloo, ZeRO) with ``deepspeed: true``: one process gains
-nothing from DeepSpeed, and its JIT-built comm op stalled first runs for ~100 s on the shared machine.
+token carries the loss (plus an optional small language-model loss on the prompt). Training is the supervised loop
+the policy SFT uses (``rlpost.policy.supervised``: torch AdamW, warm-up + cosine, grad clip; here the cosine follows
+whichever of ``steps`` / ``max_minutes`` runs out first), in plain torch by default or through DeepSpeed (gloo,
+ZeRO) with ``deepspeed: true``: one process gains nothing from DeepSpeed's data parallelism.
 ``judge.json`` beside the weights records the prompt template, the grade token ids and the trace budget, so every
 server builds the same prompt.
 
@@ -47,35 +47,19 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-# The judge is split in three modules; every name stays importable from here.
-from rlpost.judge.data import (  # noqa: F401 (re-exported)
-    PERTURBATION_WEIGHTS,
-    PERTURBATIONS,
-    JudgePair,
-    Reference,
-    make_pairs,
-    perturb,
-    references_from,
-)
-from rlpost.judge.model import (  # noqa: F401 (re-exported)
+from rlpost.common.errors import UserError
+from rlpost.judge.data import JudgePair, make_pairs, references_from
+from rlpost.judge.model import (
     GRADE_TOKENS,
-    JUDGE_FILE,
-    PROMPT_TEMPLATE,
-    RUBRIC_PREFIX,
     JudgeLoss,
     JudgePromptEncoder,
     JudgeSpec,
-    _collate,
     build_judge_tokenizer,
-    clean_text,
-    judge_prompt,
+    collate_judge_batch,
     predict_grades,
     save_judge,
 )
 
-# ---------------------------------------------------------------------------------------------------------------
-# Training and agreement
-# ---------------------------------------------------------------------------------------------------------------
 
 class JudgeConfig(BaseModel):
     """`rlpost sft --task judge`: the judge's data, model and training (the ``judge:`` section of a YAML file)."""
@@ -163,15 +147,13 @@ def grade_histogram(pairs: Sequence[JudgePair]) -> dict[int, int]:
 def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeResult:
     """Train the judge on pairs from ``train`` scenarios, measure agreement with the rubric on pairs from ``val``
     (held-out references), save ``out/final`` and ``out/agreement.json``."""
-    import os
-
     import torch
 
-    from rlpost.policy.config import ModelConfig, SFTConfig
-    from rlpost.policy.model import build_backbone
-    from rlpost.policy.sft import _single_process_env, ds_config
-    from rlpost.policy.tokenizer import PAD
     from rlpost.common.runtime import configure_cpu_runtime
+    from rlpost.policy.config import ModelConfig
+    from rlpost.policy.model import build_backbone
+    from rlpost.policy.supervised import Optimisation, train_supervised
+    from rlpost.policy.tokenizer import PAD
 
     configure_cpu_runtime(threads=cfg.threads)
     t0 = time.time()
@@ -183,10 +165,12 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     train_refs = references_from(train)[: cfg.max_train_references]
     val_refs = references_from(val)[: cfg.max_val_references]
     if not train_refs or not val_refs:
-        raise ValueError(f"judge: need training and held-out references, got {len(train_refs)} / {len(val_refs)}")
+        raise UserError(f"judge.data: {cfg.data} gives {len(train_refs)} training ({cfg.train_split!r}) / "
+                        f"{len(val_refs)} held-out ({cfg.val_split!r}) references; both splits need scenarios")
     train_ids = {r.scenario_id for r in train_refs}
     if any(r.scenario_id in train_ids for r in val_refs):
-        raise ValueError("judge: held-out references overlap the training references")
+        raise UserError(f"judge: the held-out references ({cfg.val_split!r}) overlap the training references "
+                        f"({cfg.train_split!r}); set judge.train_split and judge.val_split to different splits")
     train_pairs = make_pairs(train_refs, cfg.pairs_per_reference, cfg.seed, train_refs)
     val_pairs = make_pairs(val_refs, cfg.val_pairs_per_reference, cfg.seed + 10_000, val_refs)
     t_data = time.time() - t0
@@ -211,150 +195,50 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
 
     torch.manual_seed(cfg.seed)
     module = JudgeLoss.module(backbone, spec.grade_ids, cfg.lm_weight)
-    sft_like = SFTConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
-                         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                         zero_stage=cfg.zero_stage)
-    decay = [p for p in module.parameters() if p.ndim >= 2]
-    no_decay = [p for p in module.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _budget_lr_lambda(cfg, time.time()))
-    if cfg.deepspeed:
-        import deepspeed
+    opt = Optimisation(steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=1, lr=cfg.lr,
+                       min_lr_ratio=cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+                       grad_clip=cfg.grad_clip, max_minutes=cfg.max_minutes, cosine_follows_budget=True,
+                       engine="deepspeed" if cfg.deepspeed else "torch", zero_stage=cfg.zero_stage)
+    final: dict[str, Any] = {}
 
-        _single_process_env()
-        from rlpost.common.runtime import init_deepspeed_distributed
+    def evaluate(m, last: bool) -> dict:
+        """Agreement on the first ``eval_pairs`` held-out pairs; after the last step on all of them (kept)."""
+        pairs = val_pairs if last else val_pairs[: cfg.eval_pairs]
+        a = agreement(predict_grades(m.backbone, enc, [(p.reference, p.candidate) for p in pairs], pad), pairs)
+        if last:
+            final.update(a)
+        prefix = "final" if last else "val"
+        return {f"{prefix}_exact": a["exact"], f"{prefix}_mean_abs_diff": a["mean_abs_diff"]}
 
-        init_deepspeed_distributed("gloo")
-        engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                               config=ds_config(sft_like, int(os.environ.get("WORLD_SIZE", "1"))))
-    else:
-        engine = _PlainEngine(module, optimizer, scheduler, cfg.grad_clip)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    history: list[dict] = []
-    metrics_file = (out / "metrics.jsonl").open("a")
+    def save(m, folder: Path) -> Path:
+        return save_judge(folder, m.backbone, tok, spec)
 
-    def record(row: dict) -> None:
-        history.append(row)
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-
-    def held_out(pairs: Sequence[JudgePair]) -> dict[str, Any]:
-        pred = predict_grades(engine.module.backbone, enc, [(p.reference, p.candidate) for p in pairs], pad)
-        return agreement(pred, pairs)
-
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="judge", dynamic_ncols=True)
-    # Length-bucketed batches (similar lengths together: less padding), reshuffled every epoch.
-    rng = np.random.default_rng(cfg.seed)
-    order_by_len = np.argsort(lengths, kind="stable")
-
-    def epoch_batches():
-        chunks = [order_by_len[s:s + cfg.batch_size] for s in range(0, len(order_by_len), cfg.batch_size)]
-        chunks = [c for c in chunks if len(c) == cfg.batch_size]
-        for j in rng.permutation(len(chunks)):
-            yield chunks[j]
-
-    engine.train()
-    step, t_train = 0, time.time()
-    deadline = t_train + 60 * cfg.max_minutes if cfg.max_minutes else None
-    running: dict[str, float] = {}
-    done = False
-    rows_eval = val_pairs[: cfg.eval_pairs]
-    while not done:
-        for idx in epoch_batches():
-            batch = _collate([train_items[i] for i in idx], pad, spec.grade_ids)
-            res = engine(**batch)
-            engine.backward(res["loss"])
-            engine.step()
-            for k, v in res.items():
-                v = float(v.detach())
-                running[k] = 0.95 * running.get(k, v) + 0.05 * v
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
-            if step % 50 == 0 or step == 1:
-                record({"step": step, "time": time.time() - t0, "lr": scheduler.get_last_lr()[0],
-                        **{f"train_{k}": v for k, v in running.items()}})
-            out_of_time = deadline is not None and time.time() > deadline
-            if cfg.eval_every and step % cfg.eval_every == 0 and not out_of_time and step < cfg.steps:
-                a = held_out(rows_eval)
-                record({"step": step, "time": time.time() - t0, "val_exact": a["exact"],
-                        "val_mean_abs_diff": a["mean_abs_diff"]})
-                log(f"judge step {step}: held-out exact {a['exact']:.3f}, mean |diff| {a['mean_abs_diff']:.3f} "
-                    f"({len(rows_eval)} pairs), train ce_grade {running.get('ce_grade', float('nan')):.3f}")
-            if step >= cfg.steps or out_of_time:
-                if out_of_time:
-                    log(f"judge: time budget of {cfg.max_minutes} min spent at step {step}")
-                done = True
-                break
-    if bar is not None:
-        bar.close()
-    train_seconds = time.time() - t_train
-    with _gathered(engine, cfg.zero_stage if cfg.deepspeed else 0):
-        backbone = engine.module.backbone
-        ckpt = save_judge(out / "final", backbone, tok, spec)
-        final = held_out(val_pairs)
-    final |= {"split": cfg.val_split, "engine": "hf", "references": len(val_refs), "steps": step,
-              "train_seconds": round(train_seconds, 1)}
+    batches = _length_bucketed(train_items, cfg.batch_size, cfg.seed, pad, spec.grade_ids)
+    done = train_supervised(module, batches, opt, Path(cfg.out), save, evaluate, cfg.eval_every, log_every=50,
+                            name="judge", progress=cfg.progress, log=log)
+    final |= {"split": cfg.val_split, "engine": "hf", "references": len(val_refs), "steps": done.steps,
+              "train_seconds": round(done.seconds, 1)}
     if cfg.eval_vllm:  # the serving path: the judge backend's engine (vLLM, grade tokens only) + the strict parser
-        final["vllm"] = vllm_agreement(ckpt, val_pairs)
+        final["vllm"] = vllm_agreement(done.checkpoint, val_pairs)
         log(f"judge: through vLLM + the strict parser: exact {final['vllm']['exact']:.3f}, mean |diff| "
             f"{final['vllm']['mean_abs_diff']:.3f}, unparseable outputs {final['vllm']['unparseable']}")
-    (out / "agreement.json").write_text(json.dumps(final, indent=1))
-    record({"step": step, "time": time.time() - t0, "final_exact": final["exact"],
-            "final_mean_abs_diff": final["mean_abs_diff"]})
-    metrics_file.close()
+    (Path(cfg.out) / "agreement.json").write_text(json.dumps(final, indent=1))
     seconds = time.time() - t0
-    log(f"judge: {step} steps in {train_seconds:.0f} s (total {seconds:.0f} s); held-out agreement with the rubric "
-        f"on {final['n']} pairs: exact {final['exact']:.3f}, mean |diff| {final['mean_abs_diff']:.3f}, "
-        f"within 1 {final['within_1']:.3f}; checkpoint {ckpt}")
-    return JudgeResult(ckpt, step, seconds, train_seconds, final, history)
+    log(f"judge: {done.steps} steps in {done.seconds:.0f} s (total {seconds:.0f} s); held-out agreement with the "
+        f"rubric on {final['n']} pairs: exact {final['exact']:.3f}, mean |diff| {final['mean_abs_diff']:.3f}, "
+        f"within 1 {final['within_1']:.3f}; checkpoint {done.checkpoint}")
+    return JudgeResult(done.checkpoint, done.steps, seconds, done.seconds, final, done.history)
 
 
-def _budget_lr_lambda(cfg: JudgeConfig, t_start: float):
-    """Warm-up, then cosine decay to ``min_lr_ratio`` over whichever budget runs out first: ``steps`` or
-    ``max_minutes`` (so a time-bounded run still ends at the low learning rate)."""
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        if cfg.max_minutes:
-            p = max(p, (time.time() - t_start) / (60 * cfg.max_minutes))
-        p = min(1.0, p)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-    return f
-
-
-class _PlainEngine:
-    """The DeepSpeed engine's calls (``engine(**batch)``, ``backward``, ``step``, ``module``) in plain torch: one
-    process needs no data parallelism, and it skips DeepSpeed's JIT-built comm op (built per environment, and
-    rebuilt whenever another process on the machine builds it with other flags)."""
-
-    def __init__(self, module, optimizer, scheduler, grad_clip: float):
-        self.module, self.optimizer, self.scheduler, self.grad_clip = module, optimizer, scheduler, grad_clip
-
-    def __call__(self, **batch):
-        return self.module(**batch)
-
-    def train(self):
-        self.module.train()
-
-    def backward(self, loss):
-        loss.backward()
-
-    def step(self):
-        import torch
-
-        torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+def _length_bucketed(items: list[tuple[list[int], int]], batch_size: int, seed: int, pad: int, grade_ids):
+    """Endless batches of similar lengths (less padding), in a fresh random order every epoch; the last partial
+    bucket is left out."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort([len(ids) for ids, _ in items], kind="stable")
+    chunks = [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
+    while True:
+        for j in rng.permutation(len(chunks)):
+            yield collate_judge_batch([items[i] for i in chunks[j]], pad, grade_ids)
 
 
 def vllm_agreement(checkpoint: str | Path, pairs: Sequence[JudgePair]) -> dict[str, Any]:
@@ -366,20 +250,6 @@ def vllm_agreement(checkpoint: str | Path, pairs: Sequence[JudgePair]) -> dict[s
     out = agreement([parse_grade(t)[0] for t in texts], pairs)
     del engine
     return {k: v for k, v in out.items() if k not in ("exact_by_kind", "confusion_rubric_x_judge")}
-
-
-def _gathered(engine, stage: int):
-    from rlpost.policy.sft import _gathered as g
-
-    return g(engine, stage)
-
-
-def held_out_pairs(cfg: JudgeConfig) -> list[JudgePair]:
-    """The held-out pairs ``run_judge_sft`` measures agreement on (same seed and caps)."""
-    from rlpost.scenarios.schema import read_scenarios
-
-    refs = references_from(read_scenarios(cfg.data, cfg.val_split))[: cfg.max_val_references]
-    return make_pairs(refs, cfg.val_pairs_per_reference, cfg.seed + 10_000, refs)
 
 
 class _JudgeFile(BaseModel):

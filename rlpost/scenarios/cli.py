@@ -44,6 +44,12 @@ def _check(args) -> int:
     return 1 if summary["failing"] else 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
     """Add ``data`` with ``build``, ``stats`` and ``check`` to an argparse ``subparsers``; returns the parser."""
     from rlpost.scenarios.nets import DEFAULT_NETS, NETS
@@ -52,8 +58,8 @@ def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
     sub = data.add_subparsers(dest="data_command", required=True)
     b = sub.add_parser("build", help="simulate shipped SUMO networks and write a labelled Parquet dataset")
     b.add_argument("--out", default="data/scenarios", help="output folder (default: data/scenarios)")
-    b.add_argument("--n", type=int, default=2000, help="number of scenarios (default: 2000)")
-    b.add_argument("--nets", nargs="+", default=list(DEFAULT_NETS), metavar="NET",
+    b.add_argument("--n", type=_positive_int, default=2000, help="number of scenarios (default: 2000)")
+    b.add_argument("--nets", nargs="+", default=list(DEFAULT_NETS), metavar="NET", choices=sorted(NETS),
                    help=f"networks (default: {' '.join(DEFAULT_NETS)}; known: {', '.join(sorted(NETS))})")
     b.add_argument("--seed", type=int, default=0, help="build seed (default: 0)")
     b.add_argument("--workers", type=int, default=2, help="parallel simulations (default: 2)")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlpost.common.errors import MissingPathError
+
 HIST, FUT = 20, 64
 SPAN = HIST + FUT
 VAL_FRACTION = 0.1
@@ -162,7 +164,7 @@ def _resolve_file(path) -> Path:
     path = Path(path)
     target = path / "scenarios.parquet" if path.is_dir() else path
     if not target.exists():
-        raise FileNotFoundError(f"no scenario file at {target} (build one with `rlpost data build --out {path}`)")
+        raise MissingPathError(f"no scenario file at {target} (build one with `rlpost data build --out {path}`)")
     return target
 
 

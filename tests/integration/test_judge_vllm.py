@@ -34,12 +34,20 @@ def judge(tmp_path_factory):
     return result
 
 
+def test_judge_sft_lowers_the_grade_loss_and_records_the_final_agreement(judge):
+    """The shared supervised loop trains the judge (plain torch engine, time-bounded cosine)."""
+    train = [r for r in judge.history if "train_ce_grade" in r]
+    assert len(train) >= 2 and train[-1]["train_ce_grade"] < train[0]["train_ce_grade"]
+    assert judge.history[-1]["final_exact"] == judge.agreement["exact"]
+    assert judge.agreement["steps"] == judge.steps
+
+
 @pytest.fixture(scope="module")
 def batch():
     """Completions whose traces are perturbed references (varied grades), aligned with their scenarios."""
     import random
 
-    from rlpost.judge.sft import perturb, references_from
+    from rlpost.judge.data import perturb, references_from
     from rlpost.rewards.synthetic import synthetic_scenarios
     from rlpost.rewards.types import Completion
 
@@ -56,7 +64,7 @@ def _hf_grades(checkpoint, comps, scenarios):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rlpost.judge.sft import JudgePromptEncoder, JudgeSpec, predict_grades
+    from rlpost.judge.model import JudgePromptEncoder, JudgeSpec, predict_grades
     from rlpost.policy.tokenizer import PAD, PolicyTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)

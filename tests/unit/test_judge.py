@@ -10,17 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlpost.domain.coc import Direction, parse_trace
-from rlpost.judge.sft import (
-    GRADE_TOKENS,
-    PERTURBATIONS,
-    JudgePromptEncoder,
-    JudgeSpec,
-    build_judge_tokenizer,
-    judge_prompt,
-    make_pairs,
-    perturb,
-    references_from,
-)
+from rlpost.judge.data import PERTURBATIONS, make_pairs, perturb, references_from
+from rlpost.judge.model import GRADE_TOKENS, JudgePromptEncoder, JudgeSpec, build_judge_tokenizer, judge_prompt
 from rlpost.rewards.critic import reasoning_critic
 from rlpost.rewards.critic_backends import CritiqueRequest, get_critic_backend
 from rlpost.judge.critic import JudgeCritic, parse_grade
