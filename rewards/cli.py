@@ -80,15 +80,3 @@ def add_rewards_subcommands(subparsers: argparse._SubParsersAction) -> argparse.
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=_check)
     return rewards
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m rlpost.rewards.cli check REF``) until the main CLI wires the subcommands."""
-    parser = argparse.ArgumentParser(prog="rlpost")
-    add_rewards_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["rewards", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

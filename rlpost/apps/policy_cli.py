@@ -7,7 +7,6 @@ are ignored here); dotted overrides after the file (``sft.steps=100 model.size=s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from rlpost.common.errors import UserError
@@ -78,15 +77,3 @@ def add_policy_subcommands(subparsers) -> None:
     ev.add_argument("--max-scenarios", type=int, default=None, help="cap on evaluated scenarios")
     ev.add_argument("--out", default=None, help="output folder (default: CKPT/eval_<split>)")
     ev.set_defaults(func=_eval)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m rlpost.apps.policy_cli sft configs/tiny.yaml``) until the root CLI wires it."""
-    parser = argparse.ArgumentParser(prog="rlpost-policy")
-    add_policy_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

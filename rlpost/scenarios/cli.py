@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -77,15 +76,3 @@ def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
             p.add_argument("--show", type=int, default=20, help="issues to print (default: 20)")
         p.set_defaults(func=fn)
     return data
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point: ``python -m rlpost.scenarios.cli data build ...``."""
-    parser = argparse.ArgumentParser(prog="rlpost")
-    add_data_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
