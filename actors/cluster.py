@@ -79,7 +79,7 @@ class Cluster:
         if self._owns_ray:
             ray.shutdown()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc) -> None:

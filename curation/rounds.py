@@ -29,8 +29,9 @@ class RoundScores:
 
 @dataclass(frozen=True)
 class CurationRound:
-    """One curation round (docs/design.md §0.4 "Curation round"): its id, the step it was started for, the policy version
-    that scored it, the scores and selection, and what it cost (wall time [s], tokens generated, forward FLOPs)."""
+    """One curation round (docs/design.md §0.4 "Curation round"): its id, the step it was started for, the policy
+    version that scored it, the scores and selection, and what it cost (wall time [s], tokens generated, forward
+    FLOPs)."""
 
     round: int
     step: int

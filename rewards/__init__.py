@@ -1,4 +1,5 @@
-"""Rewards for GRPO (docs/design.md §5): the plugin protocol, registry, guarded execution, composition and the built-ins.
+"""Rewards for GRPO (docs/design.md §5): the plugin protocol, registry, guarded execution, composition and the
+built-ins.
 
 Public API (import from here):
     Completion, RewardResult, Status           the data a reward sees and returns (``rlpost.rewards.types``)

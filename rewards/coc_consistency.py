@@ -6,8 +6,8 @@ For each completion: parse the trace (``rlpost.domain.coc.parse_trace``) into it
 ``meta_batch.future_labels_batch``); check the decision against them with the project's matching table
 (``rlpost.domain.consistency.check_consistency``). Value 1 if both axes agree, else 0.
 
-- A trace with no usable decision scores ``unparseable_value`` (0, docs/design.md §5.2) with status ``unparseable``; so does a
-  completion with no usable trajectory (nothing to be consistent with), or a rollout that overflows.
+- A trace with no usable decision scores ``unparseable_value`` (0, docs/design.md §5.2) with status ``unparseable``; so
+  does a completion with no usable trajectory (nothing to be consistent with), or a rollout that overflows.
 - Batch structure: parsing is memoised per trace text (GRPO groups repeat traces), the rollout is vectorised over
   the batch, and only samples with both a decision and a trajectory reach the meta-action detector.
 """

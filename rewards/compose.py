@@ -8,9 +8,10 @@
 Components that run in worker processes are scored concurrently (one waiting thread each); in-process ones run in
 the calling thread meanwhile.
 
-Combination (docs/design.md §5, ours): a weighted sum of the component values, where a component with status timeout/error
-contributes its configured fallback. Every component of every sample is recorded separately, with its status,
-latency and version (docs/design.md §0.2 rule 5), and every non-ok status is counted (``status_counts``) and logged.
+Combination (docs/design.md §5, ours): a weighted sum of the component values, where a component with status
+timeout/error contributes its configured fallback. Every component of every sample is recorded separately, with its
+status, latency and version (docs/design.md §0.2 rule 5), and every non-ok status is counted (``status_counts``) and
+logged.
 ``score`` never raises because of a plugin; it raises ``ValueError`` only for a caller error (misaligned inputs).
 """
 

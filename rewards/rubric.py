@@ -18,8 +18,8 @@ Behaviour (the decisions). Each axis is compared and gets a relation:
 Reasoning (the causal factors): F1 of the generated trace's factor categories against the reference's (both
 empty: 1; one empty: 0). Levels: consistent (F1 ≥ 0.8), mostly (≥ 0.5), incomplete (≥ 0.25), inconsistent.
 
-Grade table (rows: behaviour; columns: consistent, mostly, incomplete, inconsistent), following docs/design.md §5.1's words
-(5 fully consistent; 4 behaviour correct, reasoning mostly consistent; 3 roughly correct or incomplete reasoning;
+Grade table (rows: behaviour; columns: consistent, mostly, incomplete, inconsistent), following docs/design.md §5.1's
+words (5 fully consistent; 4 behaviour correct, reasoning mostly consistent; 3 roughly correct or incomplete reasoning;
 2 partly wrong or reasoning largely inconsistent; 1 wrong or contradicting; 0 unrelated or opposite):
 
     exact       5 4 3 2

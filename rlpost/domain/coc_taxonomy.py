@@ -1,5 +1,6 @@
-"""The decision taxonomy of a Chain-of-Causation trace (docs/design.md §3): the full AR1 set (longitudinal and lateral kinds,
-directions), the public auto-labeller's simplified set, the mappings between them, and which decision outranks which.
+"""The decision taxonomy of a Chain-of-Causation trace (docs/design.md §3): the full AR1 set (longitudinal and lateral
+kinds, directions), the public auto-labeller's simplified set, the mappings between them, and which decision outranks
+which.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class Longitudinal(str, Enum):
 
 
 class Lateral(str, Enum):
-    """Lateral driving decisions of the full AR1 set (docs/design.md §3). See `DIRECTIONAL_LATERAL` for which need a side."""
+    """Lateral driving decisions of the full AR1 set (docs/design.md §3). See `DIRECTIONAL_LATERAL` for which need a
+    side."""
 
     LANE_KEEPING = "lane_keeping"
     MERGE_SPLIT = "merge_split"

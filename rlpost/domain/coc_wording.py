@@ -1,5 +1,5 @@
-"""Wording tables for Chain-of-Causation traces (docs/design.md §3): what `rlpost.domain.coc.compose_trace` writes and the
-synonym patterns `rlpost.domain.coc.parse_trace` recognises.
+"""Wording tables for Chain-of-Causation traces (docs/design.md §3): what `rlpost.domain.coc.compose_trace` writes and
+the synonym patterns `rlpost.domain.coc.parse_trace` recognises.
 
 Keys are the plain string values of the `rlpost.domain.coc` enums (a ``str`` enum member hashes and compares equal to
 its value), so this module imports nothing from `rlpost.domain.coc` and there is no import cycle.

@@ -2,9 +2,9 @@
 
 AR1 does not publish its decision → meta-action matching table; this module is the project's **(ours)**, as one
 data table, `MATCHING_TABLE`, keyed by ``(axis, decision kind, direction or None)`` and covering every decision
-of the full set (`rlpost.domain.coc`). A row is a `Rule`: the axis's meta-action label sequence (docs/design.md §4, produced by
-``rlpost.domain.meta_actions``) satisfies it when it contains at least one label of ``requires_any`` (an empty set
-requires nothing) and no label of ``forbids``. Order within the sequence is not checked: "decel then stop" is
+of the full set (`rlpost.domain.coc`). A row is a `Rule`: the axis's meta-action label sequence (docs/design.md §4,
+produced by ``rlpost.domain.meta_actions``) satisfies it when it contains at least one label of ``requires_any`` (an
+empty set requires nothing) and no label of ``forbids``. Order within the sequence is not checked: "decel then stop" is
 read as "some deceleration or stop, and no acceleration".
 
 Principles behind the rows: every decision forbids reversing (no decision of the taxonomy is a reversing

@@ -1,9 +1,9 @@
 """Meta-actions from a trajectory: the rule-based detector of docs/design.md §4.
 
 A trajectory of ego states at 10 Hz is cut into segments per axis (longitudinal, lateral) wherever a thresholded
-per-tick indicator flips, each segment is classified first-match against the docs/design.md §4 rules, and segments shorter
-than their minimum length are merged into a neighbour and re-classified. The consistency reward (docs/design.md §5.2) compares
-the resulting labels with the decision parsed from the chain-of-causation text.
+per-tick indicator flips, each segment is classified first-match against the docs/design.md §4 rules, and segments
+shorter than their minimum length are merged into a neighbour and re-classified. The consistency reward
+(docs/design.md §5.2) compares the resulting labels with the decision parsed from the chain-of-causation text.
 
 Units: metres, seconds, radians; speed m/s, acceleration m/s², turn rate rad/m. Left (counter-clockwise) is positive.
 """
@@ -161,8 +161,8 @@ def detect_meta_actions(states, dt: float = DT) -> MetaActions:
 
     states: ``(T, 4)`` = (x [m], y [m], yaw [rad], v [m/s]) at ticks spaced ``dt`` [s] (10 Hz), T >= 2, any fixed
     frame; yaw may be wrapped (it is unwrapped here); v is the signed speed along the heading (negative when
-    reversing), as the docs/design.md §2 unicycle model produces. For a predicted trajectory prepend the history so that speed
-    and accel are defined at t0 (see ``future_meta_actions``).
+    reversing), as the docs/design.md §2 unicycle model produces. For a predicted trajectory prepend the history so that
+    speed and accel are defined at t0 (see ``future_meta_actions``).
     Returns the longitudinal (labels in ``LONGITUDINAL_LABELS``) and lateral (``LATERAL_LABELS``) segments, each
     tiling ``[0, T)``. No segment is shorter than its minimum (8 ticks, 12 for maintain_speed; 10 lateral) unless it
     is the only one.
@@ -243,8 +243,8 @@ def detect_meta_actions(states, dt: float = DT) -> MetaActions:
         r = dh / dist
         if mean_v <= REVERSE_SPEED:
             # Reversing with the wheel turned left (κ > 0) moves the car back and to the left while its yaw
-            # decreases, so the steering direction is -Δh. A straight reverse is go_straight (ours: docs/design.md §4 gives
-            # the reverse classes no thresholds; we reuse the steer ones).
+            # decreases, so the steering direction is -Δh. A straight reverse is go_straight (ours: docs/design.md §4
+            # gives the reverse classes no thresholds; we reuse the steer ones).
             r, dh = -r, -dh
             if r >= STEER_TURN_RATE and dh >= STEER_HEADING_CHANGE:
                 return "reverse_left", r

@@ -179,5 +179,6 @@ def comfort_violations(states, dt: float = DT) -> dict[str, np.ndarray]:
 
 
 def mean_squared_jerk(states, dt: float = DT) -> np.ndarray:
-    """Mean of the squared jerk magnitude over the trajectory: ``(...)`` [m²/s⁶] (the jerk penalty of docs/design.md §5.3)."""
+    """Mean of the squared jerk magnitude over the trajectory: ``(...)`` [m²/s⁶] (the jerk penalty of
+    docs/design.md §5.3)."""
     return np.mean(kinematics(states, dt)["jerk"] ** 2, axis=-1)

@@ -146,8 +146,9 @@ def drop_old_checkpoints(ckpt_dir: Path) -> None:
 
 
 def _progress(s: dict) -> str:
-    return (f"reward {s[M.REWARD]:.3f} step {s[M.STEP_S]:.1f}s (gen {s[M.GENERATE_WAIT_S]:.1f} score {s[M.SCORE_S]:.1f} "
-            f"learn {s[M.LEARN_S]:.1f} sync {s[M.SYNC_S]:.2f}) gap {s[M.SAMPLER_LOGP_GAP]:.1e}")
+    return (f"reward {s[M.REWARD]:.3f} step {s[M.STEP_S]:.1f}s (gen {s[M.GENERATE_WAIT_S]:.1f} "
+            f"score {s[M.SCORE_S]:.1f} learn {s[M.LEARN_S]:.1f} sync {s[M.SYNC_S]:.2f}) "
+            f"gap {s[M.SAMPLER_LOGP_GAP]:.1e}")
 
 
 def _fmt(metrics: dict) -> str:

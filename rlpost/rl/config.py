@@ -19,10 +19,10 @@ from rlpost.rewards.spec import RewardsConfig
 from rlpost.rl.advantages import ADVANTAGES, AdvantageConfig
 from rlpost.rl.losses import LOSSES, Layout, LossConfig
 
-
 # The three AR1 rewards (docs/design.md §5): reasoning critic, CoC-action consistency, trajectory quality (safety).
 # The built-ins are trusted, vectorised and fast: they run in the reward actor's process (no deadline, no
-# process hop, which costs more than the scoring itself). Plugins and the LLM judge run in guarded workers with deadlines.
+# process hop, which costs more than the scoring itself). Plugins and the LLM judge run in guarded workers with
+# deadlines.
 DEFAULT_REWARDS = [
     {"name": "reasoning_critic", "weight": 0.2, "in_process": True, "deadline_s": None},
     {"name": "coc_consistency", "weight": 1.0, "in_process": True, "deadline_s": None},
@@ -48,7 +48,8 @@ class DataConfig(StrictModel):
     train_split: str = Field("train", description="split GRPO samples prompts from")
     eval_split: str = Field("val", description="held-out split for before/after evaluation")
     build_n: int = Field(1000, ge=1, description="scenarios `rlpost demo` builds when the dataset is missing")
-    build_nets: list[str] | None = Field(None, description="networks `rlpost demo` builds from (None: the builder's default set)")
+    build_nets: list[str] | None = Field(
+        None, description="networks `rlpost demo` builds from (None: the builder's default set)")
 
 
 class RolloutConfig(StrictModel):
@@ -59,30 +60,45 @@ class RolloutConfig(StrictModel):
     temperature: float = Field(0.6, gt=0, description="sampling temperature")
     top_p: float = Field(0.98, gt=0, le=1, description="nucleus sampling mass")
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per engine [GiB] (CPU builds)")
-    in_process: bool = Field(True, description="run vLLM's engine core in the actor's process (fast start; tensors pass directly on weight sync)")
-    num_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout actor (fractional lets actors share cores)")
+    in_process: bool = Field(
+        True,
+        description="run vLLM's engine core in the actor's process (fast start; tensors pass directly on weight sync)")
+    num_cpus: float = Field(
+        0.5, gt=0, description="Ray CPUs reserved per rollout actor (fractional lets actors share cores)")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor (GPU clusters: 1 per vLLM engine)")
-    timeout_s: float = Field(600.0, gt=0, description="deadline for one generate call; past it the run stops with the actor named")
-    max_batched_tokens: int = Field(16384, ge=512, description="vLLM tokens per scheduler step (prompts are prefilled whole; >= the model's context)")
+    timeout_s: float = Field(
+        600.0, gt=0, description="deadline for one generate call; past it the run stops with the actor named")
+    max_batched_tokens: int = Field(
+        16384, ge=512,
+        description="vLLM tokens per scheduler step (prompts are prefilled whole; >= the model's context)")
 
 
 class LearnerConfig(StrictModel):
-    """The DeepSpeed learner (docs/design.md §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger lr)."""
+    """The DeepSpeed learner (docs/design.md §6 recipe: AdamW lr 2e-6, wd 0.01, clip 1.0; tiny models need a larger
+    lr)."""
 
     num_ranks: int = Field(1, ge=1, description="data-parallel learner ranks (Ray actors, gloo on CPU / NCCL on GPU)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the public recipe uses 2e-6 on 0.5B+ models; the 1.3M tiny policy moves at 1e-4)")
+    lr: float = Field(
+        1e-4, gt=0,
+        description="AdamW learning rate (the public recipe uses 2e-6 on 0.5B+ models; "
+                    "the 1.3M tiny policy moves at 1e-4)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
     micro_batch: int = Field(16, ge=1, description="sequences per forward/backward on one rank")
     loss: LossConfig = Field(default_factory=lambda: LOSSES.build("ppo_clip"),
                              description="policy loss {name: <registered in rlpost.rl.losses>, <its fields>}")
-    advantage: AdvantageConfig = Field(default_factory=lambda: ADVANTAGES.build("grpo"),
-                                       description="advantage estimator {name: <registered in rlpost.rl.advantages>, <its fields>}")
+    advantage: AdvantageConfig = Field(
+        default_factory=lambda: ADVANTAGES.build("grpo"),
+        description="advantage estimator {name: <registered in rlpost.rl.advantages>, <its fields>}")
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
-    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
+    num_gpus: float = Field(
+        0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
     threads: int = Field(1, ge=1, description="torch threads per learner rank")
-    expert: Literal["frozen", "flow"] = Field("frozen", description="the flow-matching expert during RL: frozen (behind the stop-gradient, as in AR1) or flow (keeps training by its flow loss on on-policy prefixes)")
+    expert: Literal["frozen", "flow"] = Field(
+        "frozen",
+        description="the flow-matching expert during RL: frozen (behind the stop-gradient, as in AR1) or flow "
+                    "(keeps training by its flow loss on on-policy prefixes)")
     expert_lr: float = Field(1e-3, gt=0, description="expert: 'flow': AdamW learning rate of the expert")
     timeout_s: float = Field(600.0, gt=0, description="deadline for one update or checkpoint call")
 
@@ -91,7 +107,8 @@ class SyncConfig(StrictModel):
     """Learner -> rollout weight sync."""
 
     bucket_mb: float = Field(64.0, gt=0, description="bucket size of the weights message [MiB]")
-    verify_probe: bool = Field(True, description="after each sync compare rollout-engine and learner log-probs on a probe sequence")
+    verify_probe: bool = Field(
+        True, description="after each sync compare rollout-engine and learner log-probs on a probe sequence")
     probe_tolerance: float = Field(1e-3, gt=0, description="max mean |logp gap| on the probe; larger fails the sync")
     timeout_s: float = Field(120.0, gt=0, description="deadline for one sync; past it the run stops naming the worker")
 
@@ -100,8 +117,10 @@ class TrainerConfig(StrictModel):
     """The loop's schedule."""
 
     steps: int = Field(20, ge=1, description="GRPO steps (one optimizer step each)")
-    scenarios_per_step: int = Field(8, ge=1, description="scenarios (groups) per step; batch = scenarios_per_step * group_size")
-    staleness: int = Field(0, ge=0, le=1, description="0: on-policy; 1: generation of step k+1 overlaps the update of step k")
+    scenarios_per_step: int = Field(
+        8, ge=1, description="scenarios (groups) per step; batch = scenarios_per_step * group_size")
+    staleness: int = Field(
+        0, ge=0, le=1, description="0: on-policy; 1: generation of step k+1 overlaps the update of step k")
     eval_every: int = Field(0, ge=0, description="steps between held-out evaluations (0: only before and after)")
     eval_scenarios: int = Field(64, ge=1, description="held-out scenarios per evaluation")
     eval_samples: int = Field(4, ge=1, description="samples per held-out scenario (rewards are averaged over them)")
@@ -118,7 +137,8 @@ class RunConfig(StrictModel):
     ray_address: str | None = Field(None, description="Ray cluster address (None: start a local Ray)")
     ray_num_cpus: int | None = Field(2, ge=1, description="CPUs of a local Ray (None: all)")
     redis_url: str | None = Field(None, description="Redis URL (None: start a local server for the run)")
-    init_checkpoint: str | None = Field(None, description="policy checkpoint GRPO starts from (None: the SFT stage's output)")
+    init_checkpoint: str | None = Field(
+        None, description="policy checkpoint GRPO starts from (None: the SFT stage's output)")
     data: DataConfig = Field(default_factory=DataConfig, description="scenario data")
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(**TINY_MODEL), description="the policy model")
     sft: SFTConfig = Field(default_factory=lambda: SFTConfig(**TINY_SFT), description="supervised fine-tuning stage")
@@ -165,7 +185,7 @@ class RunConfig(StrictModel):
             raise ConfigError("config cannot run:\n  " + "\n  ".join(problems))
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RunConfig":
+    def _consistent(self) -> RunConfig:
         batch = self.trainer.scenarios_per_step * self.rollout.group_size
         per_rank, rest = divmod(batch, self.learner.num_ranks)
         if rest:

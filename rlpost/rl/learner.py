@@ -46,7 +46,7 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def slice(self, start: int, stop: int) -> "TrainBatch":
+    def slice(self, start: int, stop: int) -> TrainBatch:
         return TrainBatch(*(None if t is None else t[start:stop] for t in (
             self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
             self.prefix_mask, self.expert_targets)))
@@ -126,7 +126,8 @@ class GRPOLearner:
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        layout = Layout(group_size=group_size, num_ranks=self.world, per_rank=per_rank_batch, micro_batch=cfg.micro_batch)
+        layout = Layout(group_size=group_size, num_ranks=self.world, per_rank=per_rank_batch,
+                        micro_batch=cfg.micro_batch)
         cfg.loss.check_layout(layout)  # before any model loads: RunConfig ran it too, a direct caller may not have
 
         from rlpost.common.runtime import init_deepspeed_distributed
@@ -175,12 +176,13 @@ class GRPOLearner:
         """One optimizer step over this rank's sequences (``accum`` micro-batches).
 
         normalizer: ``learner.loss.normalizer(...)`` of the whole step, the global count the loss divides by across
-        all ranks, so the summed micro-batch losses equal the full-batch loss. DeepSpeed averages gradients over ranks, so each rank's loss is multiplied by the world
-        size to turn that average back into the sum; ``scale_wrt_gas=False`` because the normalizer already covers
-        the accumulation steps.
+        all ranks, so the summed micro-batch losses equal the full-batch loss. DeepSpeed averages gradients over
+        ranks, so each rank's loss is multiplied by the world size to turn that average back into the sum;
+        ``scale_wrt_gas=False`` because the normalizer already covers the accumulation steps.
         """
         if len(batch) != self.micro * self.accum:
-            raise ValueError(f"batch: expected {self.micro * self.accum} sequences on rank {self.rank}, got {len(batch)}")
+            raise ValueError(
+                f"batch: expected {self.micro * self.accum} sequences on rank {self.rank}, got {len(batch)}")
         self.engine.train()
         totals: dict[str, float] = {}
         gap_sum = gap_n = 0.0
@@ -276,7 +278,8 @@ class GRPOLearner:
         """DeepSpeed checkpoint (model, optimizer, engine counters) + ``client_state``; collective."""
         # DeepSpeed names the checkpoint global_step<N> and points its 'latest' file at it.
         if self.expert is not None:
-            client_state = {**client_state, "expert": self.expert.state_dict(), "expert_opt": self.expert_opt.state_dict()}
+            client_state = {**client_state, "expert": self.expert.state_dict(),
+                            "expert_opt": self.expert_opt.state_dict()}
         self.engine.save_checkpoint(str(directory), client_state={**client_state, "version": self.version})
 
     def load(self, directory: str | Path) -> dict:
@@ -286,7 +289,8 @@ class GRPOLearner:
         try:
             _, client_state = self.engine.load_checkpoint(str(directory))
         except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"learner checkpoint {directory}: unreadable ({exc.__class__.__name__}: {str(exc)[:200]}); "
+            raise ValueError(f"learner checkpoint {directory}: unreadable "
+                             f"({exc.__class__.__name__}: {str(exc)[:200]}); "
                              "restore a good copy, or delete the folder to start the run over") from None
         if client_state is None:
             raise FileNotFoundError(f"no learner checkpoint under {directory}")

@@ -99,7 +99,8 @@ class Registry(Generic[Entry]):
             except (ValueError, TypeError) as exc:
                 # Located at `<section>.name`, so the message names the field to fix.
                 raise ValidationError.from_exception_data(self.kind, [InitErrorDetails(
-                    type=PydanticCustomError("registry_name", "{problem}", {"problem": str(exc)}), loc=("name",), input=name)]) from None
+                    type=PydanticCustomError("registry_name", "{problem}", {"problem": str(exc)}),
+                    loc=("name",), input=name)]) from None
             return cls.model_validate({**value, "name": _literal_name(cls)})
 
         return Annotated[SerializeAsAny[self.base], PlainValidator(validate)]

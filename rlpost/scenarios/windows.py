@@ -6,8 +6,8 @@ origin, heading +x, left +y). Neighbours within ``NEIGHBOUR_RADIUS`` over the wi
 next traffic light on the ego's route are extracted with it.
 
 Keyframes: a regular grid (every ``stride`` seconds) plus **reactive** keyframes placed ``REACT_LEAD`` = 0.5 s
-before each onset of braking or lateral motion in the ego's track (docs/design.md §3), so the behaviour change is not yet
-visible at t0.
+before each onset of braking or lateral motion in the ego's track (docs/design.md §3), so the behaviour change is not
+yet visible at t0.
 
 Filters (each counted): ``standstill`` (the ego never moves in the window: queues, gridlock), ``degenerate``
 (position jumps, off-road at t0),

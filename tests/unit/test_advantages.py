@@ -25,8 +25,10 @@ def test_grpo_unbiased_std_by_default_and_population_as_an_option():
     torch.testing.assert_close(GRPO(unbiased_std=False)(RAMP), dev / (population + 1e-6))
     # {0, 1, 0, 1}: std 0.5 (ddof 0) or sqrt(1/3) (ddof 1).
     alternating = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
-    torch.testing.assert_close(grpo_advantages(alternating, eps=0.0), torch.tensor([[-1.0, 1.0, -1.0, 1.0]]) * 0.5 * math.sqrt(3))
-    torch.testing.assert_close(grpo_advantages(alternating, unbiased_std=False, eps=0.0), torch.tensor([[-1.0, 1.0, -1.0, 1.0]]))
+    torch.testing.assert_close(grpo_advantages(alternating, eps=0.0),
+                               torch.tensor([[-1.0, 1.0, -1.0, 1.0]]) * 0.5 * math.sqrt(3))
+    torch.testing.assert_close(grpo_advantages(alternating, unbiased_std=False, eps=0.0),
+                               torch.tensor([[-1.0, 1.0, -1.0, 1.0]]))
 
 
 def test_dr_grpo_is_mean_only():
@@ -56,7 +58,8 @@ def test_zero_variance_groups_get_exactly_zero(name):
 
 
 @pytest.mark.parametrize("name", sorted(ADVANTAGES.entries))
-@pytest.mark.parametrize("bad", [torch.zeros(4), torch.tensor([[0.0, float("nan")]]), torch.tensor([[float("inf"), 0.0]])])
+@pytest.mark.parametrize("bad", [torch.zeros(4), torch.tensor([[0.0, float("nan")]]),
+                                 torch.tensor([[float("inf"), 0.0]])])
 def test_estimators_reject_bad_rewards(name, bad):
     with pytest.raises(ValueError, match="rewards"):
         ADVANTAGES.build(name)(bad)

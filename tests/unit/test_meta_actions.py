@@ -1,4 +1,5 @@
-"""The docs/design.md §4 meta-action detector on trajectories built from controls with the docs/design.md §2 unicycle model."""
+"""The docs/design.md §4 meta-action detector on trajectories built from controls with the docs/design.md §2 unicycle
+model."""
 
 from __future__ import annotations
 

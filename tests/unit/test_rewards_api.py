@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from reward_fixtures import make_batch
 from rlpost.rewards import RewardResult, available_rewards, register_reward, resolve_reward
 from rlpost.rewards.cache import completion_key
-from rlpost.rewards.cli import add_rewards_subcommands, main
+from rlpost.cli import main
+from rlpost.rewards.cli import add_rewards_subcommands
 from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.registry import UNVERSIONED
 from rlpost.rewards.spec import RewardsConfig, RewardSpec
@@ -130,12 +131,13 @@ def test_cache_key_depends_on_every_part():
 
 # --- CLI -------------------------------------------------------------------------------------------------------------
 def test_cli_check_passes_a_good_plugin_and_fails_a_bad_one(capsys):
-    assert main(["check", "reward_plugins:trace_length", "--param", "scale=0.5", "--garbage", "40", "--json"]) == 0
+    assert main(["rewards", "check", "reward_plugins:trace_length", "--param", "scale=0.5", "--garbage", "40",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and report["version"] == "3" and report["samples_per_s"] > 0
-    assert main(["check", "reward_plugins:raises", "--garbage", "10"]) == 1
+    assert main(["rewards", "check", "reward_plugins:raises", "--garbage", "10"]) == 1
     assert "FAIL" in capsys.readouterr().out
-    assert main(["list"]) == 0 and "trajectory_quality" in capsys.readouterr().out
+    assert main(["rewards", "list"]) == 0 and "trajectory_quality" in capsys.readouterr().out
 
 
 def test_add_rewards_subcommands_wires_into_a_parser():

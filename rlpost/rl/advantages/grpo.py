@@ -29,7 +29,8 @@ class GRPO(AdvantageEstimator):
     """``grpo_advantages``: the group's rewards centred and scaled by its std."""
 
     name: Literal["grpo"] = Field("grpo", description="(r - group mean) / (group std + eps), DeepSeekMath")
-    unbiased_std: bool = Field(True, description="group std with ddof 1 as verl and TRL; false: population std (ddof 0)")
+    unbiased_std: bool = Field(
+        True, description="group std with ddof 1 as verl and TRL; false: population std (ddof 0)")
     eps: float = Field(1e-6, gt=0, description="added to the group std so near-constant groups stay finite")
 
     def __call__(self, rewards: Tensor) -> Tensor:

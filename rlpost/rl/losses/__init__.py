@@ -1,4 +1,5 @@
-"""Policy losses in a registry (docs/design.md §6): one module per loss, each a ``PolicyLoss`` subclass that is its config.
+"""Policy losses in a registry (docs/design.md §6): one module per loss, each a ``PolicyLoss`` subclass that is its
+config.
 
 A loss module declares, in one class registered with ``@register_loss``: its config (``name: Literal["..."]`` plus
 its own described fields), its ``normalizer`` (the global count it divides by, from what the driver knows about

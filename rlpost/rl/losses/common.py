@@ -54,7 +54,9 @@ class KLPenalty(StrictModel):
     """Mixin for losses with an optional KL(π‖π_ref)-in-loss term; a coefficient > 0 makes the learner load a
     frozen reference model."""
 
-    kl_coef: float = Field(0.0, ge=0, description="weight of KL(pi || pi_ref) in the loss (the recipe uses 0; > 0 loads a frozen reference)")
+    kl_coef: float = Field(
+        0.0, ge=0,
+        description="weight of KL(pi || pi_ref) in the loss (the recipe uses 0; > 0 loads a frozen reference)")
     kl_kind: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (Schulman 2020): k1, k2 or k3")
 
     @property
