@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
     cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
     cur.set_defaults(func=_experiment)
-    t9 = exp.add_parser("table9", help="AR1 Table-9 reward ablation + does RL reach the flow expert (from one SFT checkpoint)")
+    t9 = exp.add_parser("table9", help="AR1 Table-9 reward ablation + does RL reach the flow expert "
+                                       "(from one SFT checkpoint)")
     t9.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     t9.add_argument("--config", default="configs/table9.yaml", help="base run config every arm starts from")
     t9.add_argument("--out", default="runs/table9", help="experiment folder (runs + report.md + curves.png)")

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from rlpost.domain.metrics import ade, collides, comfort_violations, fde, min_ade, min_fde
+from rlpost.domain.trajectory import HORIZON, unicycle_rollout
 from rlpost.policy.config import EvalConfig
 from rlpost.policy.generate import decode_completion, expert_controls, hf_generate, prompt_ids, vllm_generate
-from rlpost.domain.trajectory import DT, HORIZON, unicycle_rollout
 
 
 def constant_velocity(v0: float) -> np.ndarray:

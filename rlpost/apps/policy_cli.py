@@ -57,9 +57,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 def add_policy_subcommands(subparsers) -> None:
     """Register ``sft`` and ``eval`` on an ``argparse`` sub-parser set (``parser.add_subparsers()``)."""
-    sft = subparsers.add_parser("sft", help="supervised fine-tuning (CoC + trajectory tokens, flow expert) with DeepSpeed")
+    sft = subparsers.add_parser("sft",
+                                help="supervised fine-tuning (CoC + trajectory tokens, flow expert) with DeepSpeed")
     sft.add_argument("config", nargs="?", default=None,
-                     help="YAML run config (its model:/sft:/eval: sections; --task judge: its judge: section, optional)")
+                     help="YAML run config (its model:/sft:/eval: sections; --task judge: its judge: section, "
+                          "optional)")
     sft.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.steps=100 model.size=small "
                                                   "(--task judge: judge.steps=2000 judge.out=runs/judge)")
     sft.add_argument("--task", choices=("policy", "judge"), default="policy",

@@ -141,11 +141,11 @@ class HeldOutEvaluator:
 def sample_rows(records: list, by_id: dict, expert: np.ndarray | None) -> list[dict]:
     """Metrics of every sampled completion. A completion whose trajectory does not decode counts with the
     constant-velocity trajectory for ADE and collision (and ``decoded`` = False), so no sample drops out."""
-    from rlpost.domain.metrics import ade, collides
     from rlpost.apps.evaluate import agent_boxes, constant_velocity
+    from rlpost.domain.metrics import ade, collides
+    from rlpost.domain.trajectory import unicycle_rollout
     from rlpost.rewards.coc_consistency import coc_consistency
     from rlpost.rewards.critic import reasoning_critic
-    from rlpost.domain.trajectory import unicycle_rollout
 
     comps = [r.completion() for r in records]
     scen = [by_id[r.scenario_id] for r in records]

@@ -10,7 +10,6 @@ import numpy as np
 
 from rlpost.common import metric_names as M
 
-
 # (claim, metric, from-row, to-row, the paper's direction of to − from: +1 up, −1 down)
 FINDINGS = (
     ("the reasoning reward alone raises the reasoning grade", "reasoning", "sft", "reasoning", +1),
@@ -76,7 +75,8 @@ def _table(results: dict, arms, view: str) -> list[str]:
         if key not in results:
             continue
         p = PAPER.get(key)
-        paper = " | ".join(str(p[k]) for k in ("ade", "reasoning", "consistency", "collision_pct")) if p else "– | – | – | –"
+        paper = (" | ".join(str(p[k]) for k in ("ade", "reasoning", "consistency", "collision_pct")) if p
+                 else "– | – | – | –")
         lines.append(f"| {label} | {_ms(_values(results, key, view, 'token_ade'))} | "
                      f"{_ms(_values(results, key, view, 'expert_ade'))} | "
                      f"{_ms(_values(results, key, view, 'reasoning'), digits=2)} | "
@@ -133,7 +133,8 @@ def _curves(runs: dict[str, list[Path]], arms, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(M.reward_of("reasoning_critic"), "reasoning critic (0–1)"), (M.reward_of("coc_consistency"), "consistency"),
+    panels = [(M.reward_of("reasoning_critic"), "reasoning critic (0–1)"),
+              (M.reward_of("coc_consistency"), "consistency"),
               (M.reward_of("trajectory_quality"), "trajectory quality"), (M.ADE, "sampled ADE@6.4s [m]"),
               (M.EXPERT_FLOW_LOSS, "expert flow loss (flow arms)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4))
@@ -182,24 +183,26 @@ def write_table9_report(study: Path, results: dict, runs: dict[str, list[Path]],
     found = findings(results)
     (study / "results.json").write_text(json.dumps({"meta": meta, "results": results, "findings": found}, indent=1))
     k = meta["samples"]
+    overrides = " " + " ".join(meta["overrides"]) if meta["overrides"] else ""
     lines = [
         "# Table 9 on the tiny CPU policy: which rewards make RL safe to optimise, and does RL reach the flow expert?",
         "",
-        f"`rlpost experiment table9 --seeds {meta['seeds']}`: GRPO from `{meta['checkpoint']}`, {meta['steps']} steps × "
-        f"{meta['batch']} samples, lr {meta['lr']:g} (config `{meta['config']}`{' ' + ' '.join(meta['overrides']) if meta['overrides'] else ''}); "
+        f"`rlpost experiment table9 --seeds {meta['seeds']}`: GRPO from `{meta['checkpoint']}`, {meta['steps']} "
+        f"steps × {meta['batch']} samples, lr {meta['lr']:g} (config `{meta['config']}`{overrides}); "
         f"held-out: {meta['eval_scenarios']} val scenarios × K = {k} samples, the same sampling seeds for every "
         f"policy. Mean ± std over {meta['seeds']} seeds (for SFT: over the evaluation seeds alone). "
         f"{meta['grpo_steps']} GRPO steps in all at {meta['grpo_step_s_mean']} s/step; held-out evaluations "
         f"{meta['eval_seconds']} s; on 2 CPU cores.",
         "",
-        f"Reasoning = the rubric critic's 0–5 grade (the same critic the reasoning reward uses, as in AR1); collision = "
-        f"ego box overlapping an agent's logged future (AR1's column is close encounters, a looser event); ADE@6.4 s.",
+        "Reasoning = the rubric critic's 0–5 grade (the same critic the reasoning reward uses, as in AR1); collision = "
+        "ego box overlapping an agent's logged future (AR1's column is close encounters, a looser event); ADE@6.4 s.",
         "",
         f"## Most likely of {k} (AR1's protocol)", "", *_table(results, arms, "most_likely"), "",
         f"## Mean over the {k} samples", "", *_table(results, arms, "mean"), "",
         "## Do the paper's directional findings reproduce?", "",
         "Paired change per seed (to − from, most likely of K); 'reproduces' = the mean moves the paper's way and every "
-        "seed agrees.", "", "| finding | from → to | paper | ours: change per seed | verdict |", "|---|---|---|---|---|",
+        "seed agrees.", "", "| finding | from → to | paper | ours: change per seed | verdict |",
+        "|---|---|---|---|---|",
     ]
     for f in found:
         lines.append(f"| {f['claim']} | {f['from']} → {f['to']} | {f['paper']} | "

@@ -122,7 +122,7 @@ def train_supervised(module: nn.Module, batches: Iterator[dict], opt: Optimisati
     return Supervised(step, seconds, tokens, metrics.history, checkpoint)
 
 
-def _evaluate(engine, opt: Optimisation, evaluate, last: bool, step: int, metrics: "_Metrics", name: str, log):
+def _evaluate(engine, opt: Optimisation, evaluate, last: bool, step: int, metrics: _Metrics, name: str, log):
     with _gathered(engine, opt):
         row = evaluate(engine.module, last)
     engine.train()  # evaluations may switch the module to eval mode

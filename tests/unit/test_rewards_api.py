@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from reward_fixtures import make_batch
+from rlpost.cli import main
 from rlpost.rewards import RewardResult, available_rewards, register_reward, resolve_reward
 from rlpost.rewards.cache import completion_key
-from rlpost.cli import main
 from rlpost.rewards.cli import add_rewards_subcommands
 from rlpost.rewards.compose import RewardPipeline
 from rlpost.rewards.registry import UNVERSIONED
