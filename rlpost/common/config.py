@@ -74,11 +74,13 @@ def load_config(model: type[Model], path: str | Path | None = None, overrides: l
 
 
 def format_validation_error(exc: ValidationError, path=None) -> str:
-    """One line per problem: ``field.path: message (got value)``."""
+    """One line per problem: ``field.path: message (got value)``. A check across sections (a model validator)
+    already names its fields in the message, so it is printed as it is."""
     where = f" in {path}" if path else ""
     lines = [f"invalid config{where}:"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"].removeprefix("Value error, ")
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        lines.append(f"  {loc}: {err['msg']}{got}")
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {loc}: {msg}{got}" if loc else f"  {msg}")
     return "\n".join(lines)
