@@ -32,7 +32,8 @@ def main() -> None:
 
     from rlpost.judge.critic import JudgeCritic
     from rlpost.judge.serve import serve_judge
-    from rlpost.judge.sft import JudgeConfig, make_pairs, references_from, run_judge_sft
+    from rlpost.judge.data import make_pairs, references_from
+    from rlpost.judge.sft import JudgeConfig, run_judge_sft
     from rlpost.rewards.critic_backends import CritiqueRequest
     from rlpost.rewards.synthetic import synthetic_scenarios
 

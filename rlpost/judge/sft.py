@@ -56,13 +56,11 @@ from rlpost.judge.data import (  # noqa: F401 (re-exported)
     make_pairs,
     perturb,
     references_from,
-    short_rationale,
 )
 from rlpost.judge.model import (  # noqa: F401 (re-exported)
     GRADE_TOKENS,
     JUDGE_FILE,
     PROMPT_TEMPLATE,
-    REASONING_TAIL,
     RUBRIC_PREFIX,
     JudgeLoss,
     JudgePromptEncoder,
@@ -74,6 +72,8 @@ from rlpost.judge.model import (  # noqa: F401 (re-exported)
     predict_grades,
     save_judge,
 )
+from rlpost.judge.data import short_rationale  # the reasoning format's target
+from rlpost.judge.model import REASONING_TAIL
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training and agreement

@@ -51,7 +51,7 @@ def server(judge, tmp_path_factory):
 def pairs():
     import random
 
-    from rlpost.judge.sft import perturb, references_from
+    from rlpost.judge.data import perturb, references_from
     from rlpost.rewards.critic_backends import CritiqueRequest
     from rlpost.rewards.synthetic import synthetic_scenarios
 
@@ -111,6 +111,7 @@ def test_two_grpo_steps_with_the_served_judge_as_reasoning_critic(tmp_path, judg
     from synthetic_policy import make_scenarios
 
     from rlpost.actors.common import actor_env
+    from rlpost.judge.critic import ADDRESS_ENV
     from rlpost.loop.train import train
     from rlpost.rl.config import RunConfig
 
@@ -128,11 +129,15 @@ def test_two_grpo_steps_with_the_served_judge_as_reasoning_critic(tmp_path, judg
                     learner={"num_ranks": 1, "zero_stage": 2, "num_cpus": 0.5, "micro_batch": 4},
                     trainer={"steps": 2, "scenarios_per_step": 2, "checkpoint_every": 2, "eval_scenarios": 2,
                              "eval_samples": 1})
+    address_env = os.environ.get(ADDRESS_ENV)
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=actor_env())
     try:
         train(cfg, tiny_checkpoint, make_scenarios(8, "train"), make_scenarios(2, "val", seed=1), log=print)
     finally:
         ray.shutdown()
+    # the endpoint grades: no in-cluster JudgeServer was started for it (which would also leave this process
+    # pointing later clusters at this one through RLPOST_RAY_ADDRESS)
+    assert os.environ.get(ADDRESS_ENV) == address_env
     steps = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
     assert {0, 1} <= set(steps)
     table = pq.read_table(out / "rollouts").to_pylist()
@@ -140,6 +145,13 @@ def test_two_grpo_steps_with_the_served_judge_as_reasoning_critic(tmp_path, judg
     statuses = [r["reward.reasoning_critic.status"] for r in table]
     assert set(statuses) <= {"ok", "unparseable"} and statuses.count("ok") >= len(table) // 2, statuses
     assert all(r["reward.rubric_critic.status"] in ("ok", "unparseable") for r in table)
+    # the report shows judge-vs-rubric agreement on these rollouts (the critics the pipeline finds in the config)
+    from rlpost.apps.pipeline import critic_pair
+    from rlpost.apps.report import write_report
+
+    assert critic_pair(cfg) == ("reasoning_critic", "rubric_critic")
+    report = write_report(out, {}, critics=critic_pair(cfg)).read_text()
+    assert "judge vs rubric on the run's rollouts" in report and "training rollouts: exact agreement" in report
 
 
 def test_stalled_server_gives_timeouts_not_grades(judge, server, pairs):

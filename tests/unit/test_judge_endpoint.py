@@ -12,10 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlpost.judge.critic import JudgeCritic
-from rlpost.judge.model import GRADE_TOKENS, REASONING_TAIL, JudgePromptEncoder, JudgeSpec, _collate, save_judge
 from rlpost.judge.parse import parse_reasoning
 from rlpost.judge.serve import context_length
-from rlpost.judge.sft import _encode_pairs, build_judge_tokenizer, make_pairs, references_from, short_rationale
+from rlpost.judge.data import make_pairs, references_from, short_rationale
+from rlpost.judge.model import (GRADE_TOKENS, REASONING_TAIL, JudgePromptEncoder, JudgeSpec, _collate,
+                                 build_judge_tokenizer, save_judge)
+from rlpost.judge.sft import _encode_pairs
 from rlpost.rewards.critic import reasoning_critic
 from rlpost.rewards.critic_backends import CritiqueRequest
 from rlpost.rewards.synthetic import synthetic_scenarios
