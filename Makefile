@@ -15,7 +15,7 @@ export MASTER_ADDR := 127.0.0.1
 export DS_ACCELERATOR := cpu
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-judge test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(BIN)/rlpost demo
+
+# The demo with the project's judge as the reasoning critic (the rubric logged beside it): trains the judge first
+# when runs/judge/final is missing (~5 min; on the demo's scenarios, built first when missing), then runs
+# configs/tiny_judge.yaml.
+demo-judge: venv
+	test -d data/scenarios || $(BIN)/rlpost data build --out data/scenarios --n 1000
+	test -f runs/judge/final/judge.json || $(BIN)/rlpost sft --task judge
+	$(BIN)/rlpost demo configs/tiny_judge.yaml
 
 test: venv
 	$(BIN)/ruff check .

@@ -71,8 +71,9 @@ def start_judge(cfg):
     components, judge = [], None
     for spec in cfg.rewards.components:
         p = spec.params
+        # With an endpoint, `model` is only the served judge's checkpoint (its token ids): the server grades.
         if (spec.name == "reasoning_critic" and p.get("backend") == "judge" and p.get("model")
-                and p.get("engine", "auto") in ("auto", "actor") and judge is None):
+                and not p.get("endpoint") and p.get("engine", "auto") in ("auto", "actor") and judge is None):
             name = f"rlpost-judge-{cfg.name}"
             judge = start_judge_server(p["model"], name=name, num_cpus=0)
             spec = spec.model_copy(update={"params": {**p, "engine": "actor", "server": name}})

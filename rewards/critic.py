@@ -44,6 +44,9 @@ def _to_results(grades: Any, n: int, backend: CriticBackend, normalise: bool) ->
     for g in grades:
         info = {"backend": backend.name, "backend_version": backend.version, "grade": g.grade,
                 "rationale": g.rationale, **g.details}
+        if g.status == "timeout":  # the pipeline substitutes the fallback and counts it as a timeout
+            out.append(RewardResult(0.0, "timeout", info | {"error": f"reasoning_critic[{backend.name}]: {g.rationale}"}))
+            continue
         valid = isinstance(g.grade, int) and 0 <= g.grade <= MAX_GRADE
         if g.status == "error" or not valid:
             reason = g.rationale if g.status == "error" else f"grade {g.grade!r} outside 0..{MAX_GRADE}"

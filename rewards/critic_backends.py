@@ -31,12 +31,13 @@ class CritiqueGrade:
 
     grade: integer 0–5 (None unless status is ok/unparseable); status: ok | unparseable (grade 0: the generated trace
     has no usable decision, or a judge's output is not a grade: ``details["unparseable"] == "judge_output"``) |
+    timeout (the critic's own request for this sample timed out: counted per step, like a deadline) |
     error (the critic could not grade: e.g. the reference does not parse, the judge is unreachable); rationale: one
     or two sentences saying why (the judge's teacher signal); details: small JSON-serialisable diagnostics.
     """
 
     grade: int | None
-    status: Literal["ok", "unparseable", "error"] = "ok"
+    status: Literal["ok", "unparseable", "timeout", "error"] = "ok"
     rationale: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 

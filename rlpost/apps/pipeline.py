@@ -72,6 +72,16 @@ def prepare(cfg: RunConfig, eval_scenarios: int | None = None, log=print) -> Pre
                     read_scenarios(data, cfg.data.eval_split)[:cap])
 
 
+def critic_pair(cfg: RunConfig) -> tuple[str, str] | None:
+    """(judge, rubric) component labels when the run has a ``reasoning_critic`` with backend judge and another with
+    backend rubric (the rubric as a side metric): the report then shows their agreement."""
+    backends = {s.component: s.params.get("backend", "rubric") for s in cfg.rewards.components
+                if s.name == "reasoning_critic"}
+    judge = next((c for c, b in backends.items() if b == "judge"), None)
+    rubric = next((c for c, b in backends.items() if b == "rubric"), None)
+    return (judge, rubric) if judge and rubric else None
+
+
 def run_pipeline(cfg: RunConfig, log=print) -> Path:
     """Run every stage; returns the report path."""
     from rlpost.apps.report import write_report
@@ -85,6 +95,6 @@ def run_pipeline(cfg: RunConfig, log=print) -> Path:
     summary = train(cfg, prep.checkpoint, prep.pool, prep.held_out, log=log)
     report = write_report(cfg.out, summary, {
         "config": cfg.name, "start checkpoint": prep.checkpoint, "data + SFT time": f"{t_sft - t0:.0f} s",
-        "GRPO time": f"{time.time() - t_sft:.0f} s", "total": f"{time.time() - t0:.0f} s"})
+        "GRPO time": f"{time.time() - t_sft:.0f} s", "total": f"{time.time() - t0:.0f} s"}, critics=critic_pair(cfg))
     log(f"[report] {report}")
     return report

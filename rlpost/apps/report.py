@@ -33,7 +33,33 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_report(run_dir: str | Path, summary: dict, extra: dict | None = None) -> Path:
+def critic_agreement(run_dir: str | Path, judge: str, rubric: str) -> dict | None:
+    """Judge-vs-rubric agreement on the run's training rollouts: components ``judge`` and ``rubric`` (labels of two
+    ``reasoning_critic`` components, e.g. the judge as the critic and the rubric logged with weight 0), on the
+    samples both graded (status ok or unparseable; grades read back from the normalised values). None without
+    rollouts or those columns."""
+    import pyarrow.parquet as pq
+
+    path = Path(run_dir) / "rollouts"
+    if not path.exists():
+        return None
+    cols = [f"reward.{c}.{f}" for c in (judge, rubric) for f in ("value", "status")]
+    table = pq.read_table(path)
+    if not set(cols) <= set(table.column_names):
+        return None
+    rows = table.select(cols).to_pylist()
+    graded = ("ok", "unparseable")
+    both = [(round(5 * r[cols[0]]), round(5 * r[cols[2]])) for r in rows
+            if r[cols[1]] in graded and r[cols[3]] in graded]
+    if not both:
+        return {"n": 0, "rollouts": len(rows)}
+    return {"n": len(both), "rollouts": len(rows), "exact": sum(a == b for a, b in both) / len(both),
+            "within_1": sum(abs(a - b) <= 1 for a, b in both) / len(both),
+            "mean_abs_diff": sum(abs(a - b) for a, b in both) / len(both)}
+
+
+def write_report(run_dir: str | Path, summary: dict, extra: dict | None = None,
+                 critics: tuple[str, str] | None = None) -> Path:
     """``report.md`` (and ``curves.png``) in ``run_dir``: held-out before vs after GRPO and the curves."""
     run_dir = Path(run_dir)
     rows = _rows(run_dir)
@@ -56,6 +82,16 @@ def write_report(run_dir: str | Path, summary: dict, extra: dict | None = None) 
                   f"(generation wait {mean(M.GENERATE_WAIT_S):.2f}, rewards {mean(M.SCORE_S):.2f}, "
                   f"learner {mean(M.LEARN_S):.2f}, sync {mean(M.SYNC_S):.2f}); mean sampler-vs-learner "
                   f"log-prob gap {mean(M.SAMPLER_LOGP_GAP):.2e}.", "", "![curves](curves.png)"]
+    agree = critic_agreement(run_dir, *critics) if critics else None
+    if agree is not None:
+        judge, rubric = critics  # type: ignore[misc]
+        lines += ["", "## Reasoning critic: judge vs rubric on the run's rollouts", ""]
+        if agree["n"]:
+            lines.append(f"`{judge}` (the judge, rewarded) vs `{rubric}` (the rubric, weight 0) on {agree['n']} of "
+                         f"{agree['rollouts']} training rollouts: exact agreement {agree['exact']:.3f}, within ±1 "
+                         f"{agree['within_1']:.3f}, mean |diff| {agree['mean_abs_diff']:.3f}.")
+        else:
+            lines.append(f"no rollout was graded by both `{judge}` and `{rubric}` ({agree['rollouts']} rollouts).")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -5,9 +5,14 @@ Config (the reward's params; give the component ``cache: true`` and a deadline t
     # the project's own judge (or any local HF model directory) served by vLLM
     - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 60,
        params: {backend: judge, model: runs/judge/final}}
-    # any OpenAI-compatible server (vLLM serve, a hosted LLM): the full docs/design.md §5.1 rubric as the prompt
-    - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 120,
-       params: {backend: judge, endpoint: "http://127.0.0.1:8000/v1", model_name: judge, api: chat}}
+    # the project's judge behind vLLM's OpenAI server (`python -m rlpost.judge.serve runs/judge/final`): the
+    # checkpoint folder beside the endpoint gives the client its token ids and grade tokens
+    - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 60,
+       params: {backend: judge, endpoint: "http://127.0.0.1:8000/v1", model_name: judge, model: runs/judge/final}}
+    # a reasoning model behind any OpenAI-compatible server: the full docs/design.md §5.1 rubric, reasoning then the grade
+    - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 300,
+       params: {backend: judge, endpoint: "http://10.0.0.5:8000/v1", model_name: qwen3-32b, api: chat,
+                answer: reasoning, max_tokens: 2048, timeout_s: 240}}
 
 Where the vLLM engine lives (``engine`` option, default ``auto``):
 - ``actor``: a named Ray actor :class:`rlpost.actors.judge_server.JudgeServer` (name ``server``, namespace ``namespace``),
@@ -26,95 +31,55 @@ Where the vLLM engine lives (``engine`` option, default ``auto``):
   of ~30 s or more.
 - ``auto``: the actor when Ray is reachable from this process and the named actor exists, else ``local``.
 
-An ``endpoint`` (OpenAI-compatible base URL ending in ``/v1``) bypasses both: ``api: completions`` sends one
-batched request (a list of prompts), ``api: chat`` one chat request per sample (``max_concurrency`` at a time).
+An ``endpoint`` (OpenAI-compatible base URL ending in ``/v1``) bypasses both (``rlpost.judge.endpoint``):
+``api: completions`` sends batched requests (lists of prompts), ``api: chat`` one request per sample
+(``max_concurrency`` at a time). Give ``model:`` (the judge checkpoint folder) beside ``endpoint:`` when the server
+runs the project's judge: the client then prompts with the training token ids and restricts the answer to the grade
+tokens, so the server grades exactly like the in-process engine.
 
-Every transport returns raw text; :func:`parse_grade` reads the integer 0–5 strictly (the whole answer must be
-the grade, optionally as ``Grade: 4``, ``4/5``, ``**4**`` or after a closed ``<think>…</think>`` block).
-Malformed output gives status ``unparseable`` (grade 0) with the raw output in the info, so a judge that stops
-following the format shows up in ``rewards/reasoning_critic/unparseable``. A missing ground truth is status
-error without a judge call (a data defect). A transport failure (endpoint down, actor dead) raises: the guard
-turns that into status error for the batch, which is not cached.
+Answer formats (``answer``):
+- ``grade`` (default): the answer is the grade; :func:`parse_grade` reads it strictly (``4``, ``Grade: 4``,
+  ``4/5``, ``**4**``, or after a closed ``<think>…</think>`` block). The project's judge answers one token among
+  the 6 grade tokens (vLLM ``allowed_token_ids``); a foreign model gets ``max_tokens`` (16) of free text.
+- ``reasoning``: what a reasoning model does: reasoning first (a ``<think>`` block or prose), the grade at the end
+  (``\\boxed{N}``, ``Grade: N`` or a last bare digit, :func:`rlpost.judge.parse.parse_reasoning`); ``max_tokens``
+  defaults to 1024 and the reasoning is kept in the info (``judge_rationale``). The project's judge is trained on
+  this format too (the rubric's rationale, then ``Grade: N``).
+
+A malformed answer gives status ``unparseable`` (grade 0) with the raw output in the info, so a judge that stops
+following the format shows up in ``rewards/reasoning_critic/unparseable``. A request that times out
+(``timeout_s``) gives that sample status ``timeout`` (counted per step in ``rewards/reasoning_critic/timeout``),
+an HTTP error or a refused connection status ``error`` with the URL. A missing ground truth is status error without
+a judge call (a data defect). A failure of the actor or the local engine raises: the guard turns that into status
+error for the batch, which is not cached.
 
 The project's judge checkpoint (``rlpost sft --task judge``, ``rlpost.judge.sft``) carries ``judge.json``: its
-prompt template and grade token ids. Served locally or by the actor, decoding is constrained to those 6 tokens
-(vLLM ``allowed_token_ids``) with one output token; the parse stays strict anyway. A model directory without
-``judge.json`` (a real instruction LLM on a GPU) gets the full rubric prompt and free text (``max_tokens``).
+prompt template, grade token ids and (when trained on it) the reasoning format's prompt tail and end token. Served
+locally or by the actor, the grade format is constrained to those 6 tokens with one output token; the parse stays
+strict anyway. A model directory without ``judge.json`` (a real instruction LLM on a GPU) gets the full rubric
+prompt and free text (``max_tokens``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from rlpost.rewards.critic_backends import MAX_GRADE, CritiqueGrade, CritiqueRequest, register_critic_backend
+from rlpost.judge.endpoint import Answer, EndpointTransport, TransportFailure
+from rlpost.judge.parse import parse_grade, parse_reasoning
+from rlpost.judge.prompts import RUBRIC_INSTRUCTIONS, RUBRIC_USER, clean as _clean, rubric_prompt  # noqa: F401
+from rlpost.rewards.critic_backends import CritiqueGrade, CritiqueRequest, register_critic_backend
 
 DEFAULT_SERVER = "rlpost-judge"
 DEFAULT_NAMESPACE = "rlpost"
 OUTPUT_CHARS = 200  # raw judge output kept in the info (and the cache) per sample
 
-# docs/design.md §5.1's rubric, for judges that read instructions (OpenAI-compatible endpoints, instruction models).
-RUBRIC_INSTRUCTIONS = """\
-You grade the reasoning of an autonomous-driving policy. Compare the CANDIDATE chain-of-causation trace with the \
-REFERENCE (ground-truth) trace of the same driving scene: the driving decision on each axis (longitudinal: \
-set-speed tracking, lead-obstacle following, speed adaptation, gap searching, acceleration for passing, yield, \
-stop for static constraints; lateral: lane keeping, merge/split, out-of-lane nudge, in-lane nudge, lane change, \
-pull-over, turn, lateral-manoeuvre abort; with left/right where it applies) and the causal factors it cites \
-(critical objects, traffic lights, yield/stop controls, road events, lanes, routing intent, operating-domain \
-constraints). Grade the text only, on an integer scale:
-5 = behaviour and causal reasoning fully consistent with the reference;
-4 = behaviour correct, reasoning mostly consistent;
-3 = behaviour roughly correct, reasoning incomplete or slightly wrong;
-2 = behaviour partly wrong, or reasoning largely inconsistent;
-1 = behaviour wrong or contradicts the reference;
-0 = unrelated or opposite.
-Answer with the grade as a single digit (0-5) and nothing else."""
-RUBRIC_USER = "REFERENCE: {reference}\nCANDIDATE: {candidate}\nGrade:"
-
-
-def rubric_prompt(reference: str, candidate: str) -> str:
-    """The full-rubric prompt for a completions endpoint or an instruction model without ``judge.json``."""
-    return RUBRIC_INSTRUCTIONS + "\n\n" + RUBRIC_USER.format(reference=_clean(reference), candidate=_clean(candidate))
-
-
-def _clean(text: Any) -> str:
-    return " ".join(text.split()) if isinstance(text, str) else ""
-
-
-# --- the strict grade parser -----------------------------------------------------------------------------------
-_THINK_RE = re.compile(r"^\s*<think>.*?</think>", re.S | re.I)
-_GRADE_RE = re.compile(r"(?:grade\s*[:=]?\s*)?(\*\*|\*)?([0-9]+)\1?(?:\s*/\s*5)?\s*\.?", re.I)
-
-
-def parse_grade(text: Any) -> tuple[int | None, str]:
-    """``(grade, "")`` when the whole output is one integer 0–5, else ``(None, why)``.
-
-    Accepted forms (surrounding whitespace ignored): ``4``, ``4.``, ``Grade: 4``, ``grade 4/5``, ``**4**``, and any
-    of these after a closed leading ``<think>…</think>`` block. Everything else is malformed: empty output, other
-    words ("The grade is 4", "four"), two numbers ("3 or 4", "3\\n4"), decimals, negatives, numbers above 5.
-    """
-    if not isinstance(text, str):
-        return None, f"judge output is {type(text).__name__}, not text"
-    t = _THINK_RE.sub("", text, count=1).strip()
-    if not t:
-        return None, "empty judge output" if "<think>" not in text.lower() else "judge output has no answer after its reasoning"
-    if "<think>" in t.lower():
-        return None, "judge reasoning (<think>) not closed"
-    m = _GRADE_RE.fullmatch(t)
-    if m is None:
-        return None, f"judge output is not a single grade: {t[:60]!r}"
-    value = int(m.group(2))
-    if not 0 <= value <= MAX_GRADE or len(m.group(2)) > 1:
-        return None, f"judge grade {m.group(2)} outside 0..{MAX_GRADE}"
-    return value, ""
+RATIONALE_CHARS = 600  # reasoning-format rationale kept in the info
+DEFAULT_REASONING_MAX_TOKENS = 1024
+DEFAULT_GRADE_MAX_TOKENS = 16
 
 
 # --- transports: (reference, candidate) pairs -> raw judge output texts -----------------------------------------
@@ -127,7 +92,8 @@ class JudgeEngine:
     """
 
     def __init__(self, model: str | Path, *, max_tokens: int | None = None, temperature: float = 0.0,
-                 seed: int = 0, kv_cache_gib: int = 1, max_model_len: int | None = None, batch_size: int = 256):
+                 seed: int = 0, kv_cache_gib: int = 1, max_model_len: int | None = None, batch_size: int = 256,
+                 answer: Literal["grade", "reasoning"] = "grade"):
         import multiprocessing
 
         from rlpost.judge.model import JUDGE_FILE, JudgePromptEncoder, JudgeSpec
@@ -144,27 +110,44 @@ class JudgeEngine:
         self.model = str(model)
         self.batch_size = batch_size
         self.own_format = (model / JUDGE_FILE).is_file()
+        self.answer = answer
+        reasoning = answer == "reasoning"
+        if self.own_format and reasoning and JudgeSpec.load(model).reasoning_tail is None:
+            raise ValueError(f"judge checkpoint {str(model)!r} was not trained on the reasoning answer format (no "
+                             "reasoning_tail in judge.json): retrain it, or use answer: grade")
         self.llm = make_llm(model, max_model_len=max_model_len, seed=seed, kv_cache_gib=kv_cache_gib)
         if self.own_format:
             from rlpost.policy.tokenizer import PolicyTokenizer
 
             self.spec = JudgeSpec.load(model)
             self.encoder = JudgePromptEncoder(PolicyTokenizer.load(model), self.spec)
-            self.params = SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=list(self.spec.grade_ids),
-                                         skip_special_tokens=True)
+            if reasoning:  # rationale, " Grade: N", then the end token (generation_config's eos_token_id)
+                self.params = SamplingParams(max_tokens=max_tokens or DEFAULT_REASONING_MAX_TOKENS, temperature=0.0,
+                                             skip_special_tokens=True)
+            else:
+                self.params = SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=list(self.spec.grade_ids),
+                                             skip_special_tokens=True)
         else:
-            self.params = SamplingParams(max_tokens=max_tokens or 16, temperature=temperature, seed=seed)
+            default = DEFAULT_REASONING_MAX_TOKENS if reasoning else DEFAULT_GRADE_MAX_TOKENS
+            self.params = SamplingParams(max_tokens=max_tokens or default, temperature=temperature, seed=seed)
 
     def complete(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        out: list[str] = []
+        """Raw answer texts."""
+        return [a.text for a in self.answers(pairs)]
+
+    def answers(self, pairs: Sequence[tuple[str, str]]) -> list[Answer]:
+        """Answers with whether each stopped at ``max_tokens``."""
+        out: list[Answer] = []
+        reasoning = self.answer == "reasoning"
         for s in range(0, len(pairs), self.batch_size):
             chunk = pairs[s:s + self.batch_size]
             if self.own_format:
-                prompts: list[Any] = [{"prompt_token_ids": self.encoder.encode(r, c)} for r, c in chunk]
+                prompts: list[Any] = [{"prompt_token_ids": self.encoder.encode(r, c, reasoning)} for r, c in chunk]
             else:
-                prompts = [rubric_prompt(r, c) for r, c in chunk]
+                prompts = [rubric_prompt(r, c, reasoning) for r, c in chunk]
             results = self.llm.generate(prompts, self.params, use_tqdm=False)
-            out += [r.outputs[0].text if r.outputs else "" for r in results]
+            out += [Answer(r.outputs[0].text, r.outputs[0].finish_reason == "length") if r.outputs else Answer("")
+                    for r in results]
         return out
 
 
@@ -175,7 +158,7 @@ class _LocalTransport:
         self.engine = JudgeEngine(**engine_options)
 
     def complete(self, pairs):
-        return self.engine.complete(pairs)
+        return self.engine.answers(pairs)
 
 
 class _ActorTransport:
@@ -188,71 +171,6 @@ class _ActorTransport:
         import ray
 
         return ray.get(self.handle.complete.remote(list(pairs)), timeout=self.timeout_s)
-
-
-class _EndpointTransport:
-    """An OpenAI-compatible server: ``/completions`` (one batched request) or ``/chat/completions`` (per sample)."""
-
-    name = "endpoint"
-
-    def __init__(self, endpoint: str, model_name: str | None, api: str, max_tokens: int, temperature: float,
-                 timeout_s: float, api_key_env: str | None, max_concurrency: int, prompt: str):
-        self.base = endpoint.rstrip("/")
-        self.model_name, self.api = model_name, api
-        self.max_tokens, self.temperature, self.timeout_s = max_tokens, temperature, timeout_s
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
-        self.max_concurrency = max_concurrency
-        self.prompt = prompt
-
-    def _post(self, path: str, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise RuntimeError(f"judge endpoint {self.base}{path}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise RuntimeError(f"judge endpoint {self.base}{path} unreachable: {exc}") from None
-
-    def _body(self) -> dict:
-        body: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
-        if self.model_name:
-            body["model"] = self.model_name
-        return body
-
-    def _text_prompt(self, reference: str, candidate: str) -> str:
-        if self.prompt == "compact":  # the project's judge model served by `vllm serve`
-            from rlpost.judge.model import judge_prompt
-
-            return judge_prompt(reference, candidate)
-        return rubric_prompt(reference, candidate)
-
-    def complete(self, pairs):
-        if not pairs:
-            return []
-        if self.api == "completions":
-            data = self._post("/completions", self._body() | {"prompt": [self._text_prompt(r, c) for r, c in pairs]})
-            texts = [""] * len(pairs)
-            for i, choice in enumerate(data.get("choices") or []):
-                idx = choice.get("index", i)
-                if isinstance(idx, int) and 0 <= idx < len(pairs):
-                    texts[idx] = choice.get("text") or ""
-            return texts
-
-        def one(pair):
-            r, c = pair
-            messages = [{"role": "system", "content": RUBRIC_INSTRUCTIONS},
-                        {"role": "user", "content": RUBRIC_USER.format(reference=_clean(r), candidate=_clean(c))}]
-            data = self._post("/chat/completions", self._body() | {"messages": messages})
-            choices = data.get("choices") or [{}]
-            return ((choices[0].get("message") or {}).get("content")) or ""
-
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(pairs)))) as pool:
-            return list(pool.map(one, pairs))
 
 
 ADDRESS_ENV = "RLPOST_RAY_ADDRESS"  # set by start_judge_server in the process that starts the server
@@ -309,11 +227,13 @@ def find_judge_server(name: str = DEFAULT_SERVER, namespace: str = DEFAULT_NAMES
 class JudgeCritic:
     """Grades with a judge model (see the module docstring for the options and where the engine lives).
 
-    model: judge model directory (vLLM, local or in the actor); endpoint + model_name: an OpenAI-compatible server
-    instead; engine: auto | actor | local; server / namespace / ray_address: the JudgeServer actor to use;
-    api: completions | chat (endpoint); prompt: rubric | compact (endpoint: the full rubric, or the project judge's
-    own template when it is served by ``vllm serve``); max_tokens / temperature: free-text judges; timeout_s: per
-    request (endpoint) or per call (actor); batch_size: requests per engine call.
+    model: judge model directory (vLLM, local or in the actor), or with ``endpoint`` the served judge's checkpoint
+    folder (``judge.json`` + tokenizer: token-id prompts, grade tokens only); endpoint + model_name: an
+    OpenAI-compatible server; engine: auto | actor | local; server / namespace / ray_address: the JudgeServer actor
+    to use; api: completions | chat (endpoint); answer: grade | reasoning; prompt: rubric | compact (endpoint
+    without ``model``: the full rubric, or the project judge's own template as text); max_tokens (default 16 for a
+    free-text grade, 1024 for reasoning) / temperature: free-text judges; timeout_s: per request (endpoint) or per
+    call (actor); batch_size: prompts per engine call or completions request.
     """
 
     name = "judge"
@@ -323,22 +243,26 @@ class JudgeCritic:
                  engine: Literal["auto", "actor", "local"] = "auto", server: str = DEFAULT_SERVER,
                  namespace: str = DEFAULT_NAMESPACE, ray_address: str | None = None,
                  api: Literal["completions", "chat"] = "completions", prompt: Literal["rubric", "compact"] = "rubric",
-                 max_tokens: int = 16, temperature: float = 0.0, timeout_s: float = 60.0,
-                 api_key_env: str | None = "OPENAI_API_KEY", max_concurrency: int = 8, batch_size: int = 256,
-                 kv_cache_gib: int = 1, seed: int = 0):
+                 answer: Literal["grade", "reasoning"] = "grade", max_tokens: int | None = None,
+                 temperature: float = 0.0, timeout_s: float = 60.0, api_key_env: str | None = "OPENAI_API_KEY",
+                 max_concurrency: int = 8, batch_size: int = 256, kv_cache_gib: int = 1, seed: int = 0):
         if engine not in ("auto", "actor", "local"):
             raise ValueError(f"judge: engine must be auto, actor or local, got {engine!r}")
         if api not in ("completions", "chat"):
             raise ValueError(f"judge: api must be completions or chat, got {api!r}")
         if prompt not in ("rubric", "compact"):
             raise ValueError(f"judge: prompt must be rubric or compact, got {prompt!r}")
+        if answer not in ("grade", "reasoning"):
+            raise ValueError(f"judge: answer must be grade or reasoning, got {answer!r}")
         if endpoint is None and model is None and engine != "actor":
             raise ValueError("judge: give `model` (a judge model directory served by vLLM), `endpoint` (an "
                              "OpenAI-compatible URL), or engine: actor (a running JudgeServer)")
-        if endpoint is not None and model is not None:
-            raise ValueError("judge: give either `model` or `endpoint`, not both (use model_name for the endpoint's model)")
+        if endpoint is not None and model is not None and not (Path(model) / "judge.json").is_file():
+            raise ValueError(f"judge: with `endpoint`, `model` must be the served judge's checkpoint folder (with "
+                             f"judge.json and its tokenizer), and {str(model)!r} has no judge.json; for any other "
+                             "served model leave `model` out and name it with model_name")
         self.options = dict(model=model, endpoint=endpoint, model_name=model_name, engine=engine, server=server,
-                            namespace=namespace, ray_address=ray_address, api=api, prompt=prompt,
+                            namespace=namespace, ray_address=ray_address, api=api, prompt=prompt, answer=answer,
                             max_tokens=max_tokens, temperature=temperature, timeout_s=timeout_s,
                             api_key_env=api_key_env, max_concurrency=max_concurrency, batch_size=batch_size,
                             kv_cache_gib=kv_cache_gib, seed=seed)
@@ -355,8 +279,12 @@ class JudgeCritic:
     def _build(self):
         o = self.options
         if o["endpoint"] is not None:
-            return _EndpointTransport(o["endpoint"], o["model_name"], o["api"], o["max_tokens"], o["temperature"],
-                                      o["timeout_s"], o["api_key_env"], o["max_concurrency"], o["prompt"])
+            default = DEFAULT_REASONING_MAX_TOKENS if o["answer"] == "reasoning" else DEFAULT_GRADE_MAX_TOKENS
+            return EndpointTransport(o["endpoint"], model_name=o["model_name"], api=o["api"], answer=o["answer"],
+                                     max_tokens=o["max_tokens"] or default, temperature=o["temperature"],
+                                     timeout_s=o["timeout_s"], api_key_env=o["api_key_env"],
+                                     max_concurrency=o["max_concurrency"], prompt=o["prompt"],
+                                     checkpoint=o["model"], batch_size=o["batch_size"])
         if o["engine"] in ("auto", "actor"):
             handle = find_judge_server(o["server"], o["namespace"], o["ray_address"])
             if handle is not None:
@@ -365,7 +293,8 @@ class JudgeCritic:
                 raise RuntimeError(f"judge: no JudgeServer actor {o['server']!r} in Ray namespace {o['namespace']!r} "
                                    "(start it with rlpost.actors.judge_server.start_judge_server, or use engine: local)")
         return _LocalTransport(model=o["model"], max_tokens=o["max_tokens"], temperature=o["temperature"],
-                               seed=o["seed"], kv_cache_gib=o["kv_cache_gib"], batch_size=o["batch_size"])
+                               seed=o["seed"], kv_cache_gib=o["kv_cache_gib"], batch_size=o["batch_size"],
+                               answer=o["answer"])
 
     def grade(self, requests: Sequence[CritiqueRequest]) -> list[CritiqueGrade]:
         out: list[CritiqueGrade | None] = [None] * len(requests)
@@ -377,15 +306,24 @@ class JudgeCritic:
                 todo.append(i)
         if todo:
             transport = self.transport()
-            texts = transport.complete([(requests[i].reference, requests[i].trace) for i in todo])
-            if len(texts) != len(todo):
-                raise RuntimeError(f"judge ({transport.name}) answered {len(texts)} outputs for {len(todo)} requests")
-            for i, text in zip(todo, texts):
-                grade, why = parse_grade(text)
-                raw = text[:OUTPUT_CHARS] if isinstance(text, str) else repr(text)[:OUTPUT_CHARS]
-                details = {"judge": transport.name, "judge_output": raw}
-                if grade is None:
-                    out[i] = CritiqueGrade(0, "unparseable", why, details | {"unparseable": "judge_output"})
-                else:
-                    out[i] = CritiqueGrade(grade, "ok", f"judge grade {grade}", details)
+            answers = transport.complete([(requests[i].reference, requests[i].trace) for i in todo])
+            if len(answers) != len(todo):
+                raise RuntimeError(f"judge ({transport.name}) answered {len(answers)} outputs for {len(todo)} requests")
+            for i, a in zip(todo, answers):
+                out[i] = self._grade_one(transport.name, a)
         return out  # type: ignore[return-value]
+
+    def _grade_one(self, transport: str, a: Any) -> CritiqueGrade:
+        if isinstance(a, TransportFailure):
+            return CritiqueGrade(None, a.kind, a.message, {"judge": transport})
+        text, cut_off = (a.text, a.cut_off) if isinstance(a, Answer) else (a, False)  # the actor answers text
+        raw = text[:OUTPUT_CHARS] if isinstance(text, str) else repr(text)[:OUTPUT_CHARS]
+        details: dict[str, Any] = {"judge": transport, "judge_output": raw}
+        if self.options["answer"] == "reasoning":
+            grade, why, rationale = parse_reasoning(text, cut_off=cut_off)
+            details["judge_rationale"] = rationale[:RATIONALE_CHARS]
+        else:
+            grade, why = parse_grade(text)
+        if grade is None:
+            return CritiqueGrade(0, "unparseable", why, details | {"unparseable": "judge_output"})
+        return CritiqueGrade(grade, "ok", f"judge grade {grade}", details)

@@ -9,6 +9,7 @@ grades 0). The rest of the judge (prompt, model, training, agreement) is ``rlpos
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -264,6 +265,7 @@ class JudgePair:
     kind: str
     grade: int
     status: str  # the rubric's status: ok | unparseable
+    rationale: str = ""  # the rubric's rationale: the reasoning-format answer's target (before the grade)
 
 
 def make_pairs(references: Sequence[Reference], per_reference: int, seed: int,
@@ -283,8 +285,21 @@ def make_pairs(references: Sequence[Reference], per_reference: int, seed: int,
             g = rubric.grade_one(CritiqueRequest(ref.scenario_id, text, ref.trace))
             if g.status == "error":
                 break
-            out.append(JudgePair(ref.scenario_id, ref.trace, text, kind, int(g.grade), g.status))
+            out.append(JudgePair(ref.scenario_id, ref.trace, text, kind, int(g.grade), g.status, g.rationale))
     return out
+
+
+_RATIONALE_RE = re.compile(r"^behaviour (\w+) \(longitudinal (\w+), lateral (\w+):.*\); reasoning (\w+) \(")
+
+
+def short_rationale(rationale: str) -> str:
+    """The rubric's rationale without the decisions' names and the factor lists: the behaviour and reasoning levels
+    and their relations (what decides the grade), ~15 tokens instead of ~90: the reasoning-format target that a
+    small judge learns within minutes (the full text repeats both traces' decisions)."""
+    m = _RATIONALE_RE.match(rationale)
+    if m is not None:
+        return f"behaviour {m[1]} (longitudinal {m[2]}, lateral {m[3]}); reasoning {m[4]}"
+    return rationale.split(":", 1)[0]  # "generated trace has no usable decision: <parser message>"
 
 
 def references_from(scenarios) -> list[Reference]:

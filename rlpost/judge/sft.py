@@ -59,6 +59,8 @@ from rlpost.judge.model import (
     predict_grades,
     save_judge,
 )
+from rlpost.judge.data import short_rationale  # the reasoning format's target
+from rlpost.judge.model import REASONING_TAIL
 
 
 class JudgeConfig(BaseModel):
@@ -88,6 +90,11 @@ class JudgeConfig(BaseModel):
     deepspeed: bool = Field(False, description="train through DeepSpeed (gloo, ZeRO `zero_stage`) like the policy SFT; "
                             "off: the same loop in plain torch (one process; no JIT-built comm op to wait for)")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (gloo backend on CPU), with deepspeed: true")
+    reasoning_share: float = Field(0.3, ge=0, le=1, description="share of training pairs in the reasoning answer "
+                                   "format (prompt ending in 'rationale:', target: the rubric's rationale, ' Grade: N', "
+                                   "end token); the rest in the grade format (one grade token). 0 = grade format only")
+    rationale: Literal["short", "full"] = Field("short", description="reasoning-format target: the rubric's "
+                                                "rationale reduced to its behaviour/reasoning levels (short) or whole")
     lm_weight: float = Field(0.05, ge=0, description="weight of an auxiliary next-token loss on the prompt (0 = grade only)")
     eval_every: int = Field(500, ge=0, description="steps between held-out agreement checks (0 = only at the end)")
     eval_pairs: int = Field(600, ge=1, description="held-out pairs used by the periodic checks (the final one uses all)")
@@ -107,8 +114,23 @@ class JudgeResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _encode_pairs(enc: JudgePromptEncoder, pairs: Sequence[JudgePair]) -> list[tuple[list[int], int]]:
-    return [(enc.encode(p.reference, p.candidate), p.grade) for p in pairs]
+def _encode_pairs(enc: JudgePromptEncoder, pairs: Sequence[JudgePair], reasoning_share: float = 0.0,
+                  seed: int = 0, rationale: str = "short") -> list[tuple]:
+    """Training items: ``(prompt_ids, grade)`` in the grade format, or for a seeded ``reasoning_share`` of the
+    pairs ``(prompt_ids, grade, rationale+" Grade: " ids, end id)`` in the reasoning format (``model.collate_judge_batch``)."""
+    rng = np.random.default_rng(seed + 7)
+    out: list[tuple] = []
+    for p, u in zip(pairs, rng.random(len(pairs))):
+        if u < reasoning_share:
+            text = short_rationale(p.rationale) if rationale == "short" else p.rationale
+            out.append((enc.encode(p.reference, p.candidate, reasoning=True), p.grade, *enc.answer_ids(text, p.grade)))
+        else:
+            out.append((enc.encode(p.reference, p.candidate), p.grade))
+    return out
+
+
+def _item_len(item: tuple) -> int:
+    return len(item[0]) + 1 + sum(len(x) for x in item[2:])
 
 
 
@@ -153,7 +175,7 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     from rlpost.policy.config import ModelConfig
     from rlpost.policy.model import build_backbone
     from rlpost.policy.supervised import Optimisation, train_supervised
-    from rlpost.policy.tokenizer import PAD
+    from rlpost.policy.tokenizer import PAD, TRAJ_END
 
     configure_cpu_runtime(threads=cfg.threads)
     t0 = time.time()
@@ -176,13 +198,14 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     t_data = time.time() - t0
 
     tok = build_judge_tokenizer([r.trace for r in train_refs])
-    spec = JudgeSpec(max_trace_tokens=cfg.max_trace_tokens,
-                     grade_ids=tuple(tok.encode(g)[0] for g in GRADE_TOKENS))
+    spec = JudgeSpec(max_trace_tokens=cfg.max_trace_tokens, grade_ids=tuple(tok.encode(g)[0] for g in GRADE_TOKENS),
+                     reasoning_tail=REASONING_TAIL if cfg.reasoning_share > 0 else None,
+                     eos_id=tok.id(TRAJ_END) if cfg.reasoning_share > 0 else None)
     assert all(len(tok.encode(g)) == 1 for g in GRADE_TOKENS), "grade tokens must be single tokens"
     enc = JudgePromptEncoder(tok, spec)
     pad = tok.id(PAD)
-    train_items = _encode_pairs(enc, train_pairs)
-    lengths = [len(ids) + 1 for ids, _ in train_items]
+    train_items = _encode_pairs(enc, train_pairs, cfg.reasoning_share, cfg.seed, cfg.rationale)
+    lengths = [_item_len(it) for it in train_items]
     max_len = max(max(lengths), max(len(enc.encode(p.reference, p.candidate)) + 1 for p in val_pairs))
     mcfg = ModelConfig(size=cfg.size, init_std=cfg.init_std, seed=cfg.seed, expert={"enabled": False},
                        max_position_embeddings=max(512, 2 ** math.ceil(math.log2(max_len + 8))))

@@ -87,8 +87,10 @@ def test_reasoning_critic_reward_with_judge_output_garbage(monkeypatch):
 def test_backend_options_are_validated():
     with pytest.raises(ValueError, match="model"):
         JudgeCritic()
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(ValueError, match="'m' has no judge.json"):
         JudgeCritic(model="m", endpoint="http://127.0.0.1:1/v1")
+    with pytest.raises(ValueError, match="answer"):
+        JudgeCritic(model="m", answer="essay")
     with pytest.raises(ValueError, match="engine"):
         JudgeCritic(model="m", engine="gpu")
 
