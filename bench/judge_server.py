@@ -31,8 +31,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from rlpost.judge.critic import JudgeCritic
-    from rlpost.judge.serve import serve_judge
     from rlpost.judge.data import make_pairs, references_from
+    from rlpost.judge.serve import serve_judge
     from rlpost.judge.sft import JudgeConfig, run_judge_sft
     from rlpost.rewards.critic_backends import CritiqueRequest
     from rlpost.rewards.synthetic import synthetic_scenarios

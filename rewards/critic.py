@@ -1,4 +1,5 @@
-"""Built-in reward ``reasoning_critic`` (docs/design.md §5.1): a 0–5 grade of the generated trace against the ground truth.
+"""Built-in reward ``reasoning_critic`` (docs/design.md §5.1): a 0–5 grade of the generated trace against the ground
+truth.
 
 One reward, several interchangeable graders ("backends") behind one interface:
 
@@ -29,8 +30,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlpost.rewards import rubric as _rubric  # noqa: F401  (registers the rubric backend)
-from rlpost.rewards.critic_backends import (MAX_GRADE, CriticBackend, CritiqueRequest, critic_backend_factory,
-                                            get_critic_backend)
+from rlpost.rewards.critic_backends import (
+    MAX_GRADE,
+    CriticBackend,
+    CritiqueRequest,
+    critic_backend_factory,
+    get_critic_backend,
+)
 from rlpost.rewards.registry import ParamProblem, bind_keywords, register_reward
 from rlpost.rewards.types import Completion, RewardResult
 
@@ -45,7 +51,8 @@ def _to_results(grades: Any, n: int, backend: CriticBackend, normalise: bool) ->
         info = {"backend": backend.name, "backend_version": backend.version, "grade": g.grade,
                 "rationale": g.rationale, **g.details}
         if g.status == "timeout":  # the pipeline substitutes the fallback and counts it as a timeout
-            out.append(RewardResult(0.0, "timeout", info | {"error": f"reasoning_critic[{backend.name}]: {g.rationale}"}))
+            out.append(RewardResult(0.0, "timeout",
+                                    info | {"error": f"reasoning_critic[{backend.name}]: {g.rationale}"}))
             continue
         valid = isinstance(g.grade, int) and 0 <= g.grade <= MAX_GRADE
         if g.status == "error" or not valid:

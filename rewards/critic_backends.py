@@ -18,7 +18,8 @@ MAX_GRADE = 5
 
 @dataclass(frozen=True, slots=True)
 class CritiqueRequest:
-    """What a critic grades: the generated trace against the scenario's ground-truth trace (text only, docs/design.md §5.1)."""
+    """What a critic grades: the generated trace against the scenario's ground-truth trace (text only,
+    docs/design.md §5.1)."""
 
     scenario_id: str
     trace: str

@@ -9,15 +9,17 @@ Config (the reward's params; give the component ``cache: true`` and a deadline t
     # checkpoint folder beside the endpoint gives the client its token ids and grade tokens
     - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 60,
        params: {backend: judge, endpoint: "http://127.0.0.1:8000/v1", model_name: judge, model: runs/judge/final}}
-    # a reasoning model behind any OpenAI-compatible server: the full docs/design.md §5.1 rubric, reasoning then the grade
+    # a reasoning model behind any OpenAI-compatible server: the full docs/design.md §5.1 rubric, reasoning then the
+    # grade
     - {name: reasoning_critic, weight: 0.2, cache: true, deadline_s: 300,
        params: {backend: judge, endpoint: "http://10.0.0.5:8000/v1", model_name: qwen3-32b, api: chat,
                 answer: reasoning, max_tokens: 2048, timeout_s: 240}}
 
 Where the vLLM engine lives (``engine`` option, default ``auto``):
-- ``actor``: a named Ray actor :class:`rlpost.actors.judge_server.JudgeServer` (name ``server``, namespace ``namespace``),
-  started once by whoever builds the run (``rlpost.actors.judge_server.start_judge_server``). Reward functions run in
-  guarded worker processes (``rewards/guard.py``) that are killed on a timeout and restarted; an engine inside one
+- ``actor``: a named Ray actor :class:`rlpost.actors.judge_server.JudgeServer` (name ``server``, namespace
+  ``namespace``), started once by whoever builds the run (``rlpost.actors.judge_server.start_judge_server``).
+  Reward functions run in guarded worker processes (``rewards/guard.py``) that are killed on a timeout and
+  restarted; an engine inside one
   would be rebuilt (~9 s of imports and start-up) after every kill and duplicated in every process that scores
   (each rollout/curator pipeline), while the actor is started once, shared by all of them, keeps its own core,
   and survives the workers. The backend finds it by name and namespace, connecting the worker process to *its*
@@ -70,7 +72,8 @@ from typing import Any, Literal
 
 from rlpost.judge.endpoint import Answer, EndpointTransport, TransportFailure
 from rlpost.judge.parse import parse_grade, parse_reasoning
-from rlpost.judge.prompts import RUBRIC_INSTRUCTIONS, RUBRIC_USER, clean as _clean, rubric_prompt  # noqa: F401
+from rlpost.judge.prompts import RUBRIC_INSTRUCTIONS, RUBRIC_USER, rubric_prompt  # noqa: F401
+from rlpost.judge.prompts import clean as _clean
 from rlpost.rewards.critic_backends import CritiqueGrade, CritiqueRequest, register_critic_backend
 
 DEFAULT_SERVER = "rlpost-judge"
@@ -101,7 +104,8 @@ class JudgeEngine:
 
         model = Path(model)
         if not (model / "config.json").is_file():
-            raise FileNotFoundError(f"judge model {str(model)!r}: no config.json (train one with `rlpost sft --task judge`)")
+            raise FileNotFoundError(f"judge model {str(model)!r}: no config.json "
+                                    f"(train one with `rlpost sft --task judge`)")
         if multiprocessing.current_process().daemon:
             # A daemonic process (a guarded reward worker) cannot start vLLM's engine-core child process.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -291,7 +295,8 @@ class JudgeCritic:
                 return _ActorTransport(handle, o["timeout_s"])
             if o["engine"] == "actor":
                 raise RuntimeError(f"judge: no JudgeServer actor {o['server']!r} in Ray namespace {o['namespace']!r} "
-                                   "(start it with rlpost.actors.judge_server.start_judge_server, or use engine: local)")
+                                   "(start it with rlpost.actors.judge_server.start_judge_server, "
+                                   "or use engine: local)")
         return _LocalTransport(model=o["model"], max_tokens=o["max_tokens"], temperature=o["temperature"],
                                seed=o["seed"], kv_cache_gib=o["kv_cache_gib"], batch_size=o["batch_size"],
                                answer=o["answer"])
@@ -301,7 +306,8 @@ class JudgeCritic:
         todo = []
         for i, r in enumerate(requests):
             if not _clean(r.reference):
-                out[i] = CritiqueGrade(None, "error", f"scenario {r.scenario_id!r} has no ground-truth trace to judge against")
+                out[i] = CritiqueGrade(None, "error",
+                                       f"scenario {r.scenario_id!r} has no ground-truth trace to judge against")
             else:
                 todo.append(i)
         if todo:

@@ -37,7 +37,7 @@ class Reference:
     factors: tuple[CausalFactor, ...]
 
     @classmethod
-    def from_scenario(cls, s) -> "Reference | None":
+    def from_scenario(cls, s) -> Reference | None:
         """None when the scenario has no usable decision (it cannot serve as a ground truth)."""
         try:
             d = Decision(s.decision_longitudinal, s.decision_lateral, s.decision_direction)
@@ -133,7 +133,8 @@ def _drop_factors(ref: Reference, rng: random.Random) -> list[CausalFactor]:
     return rng.sample(fs, keep)
 
 
-def _add_factors(ref: Reference, rng: random.Random, pool: Sequence[FactorCategory] = _CATEGORIES) -> list[CausalFactor]:
+def _add_factors(ref: Reference, rng: random.Random,
+                 pool: Sequence[FactorCategory] = _CATEGORIES) -> list[CausalFactor]:
     from rlpost.domain.coc import MAX_FACTORS_IN_TRACE
 
     fs = _reword(_visible(ref), rng)
@@ -202,7 +203,8 @@ PERTURBATION_WEIGHTS: dict[str, float] = {
 PERTURBATIONS = tuple(PERTURBATION_WEIGHTS)
 
 
-def perturb(ref: Reference, rng: random.Random, pool: Sequence[Reference] = (), kind: str | None = None) -> tuple[str, str]:
+def perturb(ref: Reference, rng: random.Random, pool: Sequence[Reference] = (),
+            kind: str | None = None) -> tuple[str, str]:
     """One candidate trace for ``ref``: ``(text, perturbation kind)``; ``kind`` None draws one by weight.
 
     Decision/factor perturbations are written by ``compose_trace`` with ``rng`` (a paraphrase every time).
@@ -232,7 +234,8 @@ def perturb(ref: Reference, rng: random.Random, pool: Sequence[Reference] = (), 
     elif kind == "wrong_both":
         d = _other_lat(_other_lon(d, rng, allow_none=False), rng)
     elif kind == "drop_axis":
-        dropped = _decision(None, d.lateral, d.direction) if rng.random() < 0.5 else _decision(d.longitudinal, None, None)
+        dropped = (_decision(None, d.lateral, d.direction) if rng.random() < 0.5
+                   else _decision(d.longitudinal, None, None))
         d = dropped or d
     elif kind == "drop_factors":
         factors = _drop_factors(ref, rng)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlpost.judge.prompts import RUBRIC_INSTRUCTIONS, RUBRIC_USER, REASONING_INSTRUCTIONS, clean, rubric_prompt
+from rlpost.judge.prompts import REASONING_INSTRUCTIONS, RUBRIC_INSTRUCTIONS, RUBRIC_USER, clean, rubric_prompt
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,8 @@ class EndpointTransport:
         self.encoder = None
         if checkpoint is not None:
             from rlpost.judge.model import JudgePromptEncoder, JudgeSpec
-            from rlpost.policy.tokenizer import PolicyTokenizer
-
             from rlpost.judge.serve import context_length
+            from rlpost.policy.tokenizer import PolicyTokenizer
 
             spec = JudgeSpec.load(checkpoint)  # raises naming the folder when it is not a judge checkpoint
             self.encoder = JudgePromptEncoder(PolicyTokenizer.load(checkpoint), spec)
@@ -94,7 +93,7 @@ class EndpointTransport:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:300]
             raise EndpointError("error", f"judge endpoint {url}: HTTP {exc.code}: {detail}") from None
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise EndpointError("timeout", f"judge endpoint {url}: no answer within timeout_s={self.timeout_s} "
                                            f"({exc})") from None
         except urllib.error.URLError as exc:
@@ -157,7 +156,8 @@ class EndpointTransport:
         except EndpointError as exc:
             return [TransportFailure(exc.kind, str(exc))] * len(chunk)
         out: list[Answer | TransportFailure] = [
-            TransportFailure("error", f"judge endpoint {self.base}/completions: no choice for this prompt")] * len(chunk)
+            TransportFailure("error", f"judge endpoint {self.base}/completions: no choice for this prompt")
+        ] * len(chunk)
         for i, choice in enumerate(data.get("choices") or []):
             idx = choice.get("index", i)
             if isinstance(idx, int) and 0 <= idx < len(chunk):

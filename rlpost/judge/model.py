@@ -13,8 +13,8 @@ from typing import Any
 
 JUDGE_FILE = "judge.json"
 GRADE_TOKENS = tuple(str(g) for g in range(6))
-# A compact statement of the docs/design.md §5.1 rubric: the tiny judge learns from the pairs, not from the words, and every
-# prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.judge.critic).
+# A compact statement of the docs/design.md §5.1 rubric: the tiny judge learns from the pairs, not from the words, and
+# every prompt token costs training time; an OpenAI-compatible endpoint gets the full rubric (rlpost.judge.critic).
 RUBRIC_PREFIX = "Rubric: grade 0-5, 5 consistent, 0 unrelated."
 PROMPT_TEMPLATE = "{prefix} reference: {reference} candidate: {candidate} grade:"
 # The reasoning answer format (what a reasoning model does): the prompt ends in "rationale:", the completion is the
@@ -34,7 +34,8 @@ def clean_text(text: Any) -> str:
 def judge_prompt(reference: str, candidate: str, prefix: str = RUBRIC_PREFIX,
                  template: str = PROMPT_TEMPLATE) -> str:
     """The judge's prompt text for one pair (the completion is one grade token); whitespace collapsed."""
-    return " ".join(template.format(prefix=prefix, reference=clean_text(reference), candidate=clean_text(candidate)).split())
+    return " ".join(template.format(prefix=prefix, reference=clean_text(reference),
+                                    candidate=clean_text(candidate)).split())
 
 
 @dataclass
@@ -61,10 +62,11 @@ class JudgeSpec:
         (Path(directory) / JUDGE_FILE).write_text(json.dumps(d, indent=1))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "JudgeSpec":
+    def load(cls, directory: str | Path) -> JudgeSpec:
         path = Path(directory) / JUDGE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{directory}: no {JUDGE_FILE}; not a judge checkpoint written by `rlpost sft --task judge`")
+            raise FileNotFoundError(f"{directory}: no {JUDGE_FILE}; "
+                                    f"not a judge checkpoint written by `rlpost sft --task judge`")
         d = json.loads(path.read_text())
         return cls(d["prefix"], d["template"], tuple(d["grade_tokens"]), tuple(d["grade_ids"]), d["max_trace_tokens"],
                    d.get("reasoning_tail"), d.get("eos_id"))

@@ -33,7 +33,8 @@ def parse_grade(text: Any) -> tuple[int | None, str]:
         return None, f"judge output is {type(text).__name__}, not text"
     t = _THINK_RE.sub("", text, count=1).strip()
     if not t:
-        return None, "empty judge output" if "<think>" not in text.lower() else "judge output has no answer after its reasoning"
+        return None, ("empty judge output" if "<think>" not in text.lower()
+                      else "judge output has no answer after its reasoning")
     if "<think>" in t.lower():
         return None, "judge reasoning (<think>) not closed"
     m = _GRADE_RE.fullmatch(t)
@@ -47,7 +48,8 @@ def parse_grade(text: Any) -> tuple[int | None, str]:
 
 _THINK_BLOCK_RE = re.compile(r"<think>(.*?)</think>", re.S | re.I)
 _BOXED_RE = re.compile(r"\\boxed\{\s*(-?[0-9]+(?:\.[0-9]+)?)\s*(?:/\s*5\s*)?\}")
-_GRADE_MARK_RE = re.compile(r"(?:\*\*|\*)?\bgrade\b\s*(?:\*\*|\*)?\s*[:=]?\s*(?:\*\*|\*)?\s*(-?[0-9]+(?:\.[0-9]+)?)(?![0-9])", re.I)
+_GRADE_MARK_RE = re.compile(r"(?:\*\*|\*)?\bgrade\b\s*(?:\*\*|\*)?\s*[:=]?\s*"
+                            r"(?:\*\*|\*)?\s*(-?[0-9]+(?:\.[0-9]+)?)(?![0-9])", re.I)
 # A bare integer (optionally "N/5"): not inside a word, a decimal ("F1 0.50") or a fraction's denominator.
 _BARE_RE = re.compile(r"(?<![\w.\-/])(-?[0-9]+)(?:\s*(?:/|out of)\s*5)?(?![\w/]|\.[0-9])")
 

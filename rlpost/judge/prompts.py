@@ -34,5 +34,6 @@ def clean(text: Any) -> str:
 def rubric_prompt(reference: str, candidate: str, reasoning: bool = False) -> str:
     """The full-rubric text prompt (completions endpoint, or an instruction model without ``judge.json``)."""
     if reasoning:
-        return REASONING_INSTRUCTIONS + "\n\n" + REASONING_USER.format(reference=clean(reference), candidate=clean(candidate))
+        return REASONING_INSTRUCTIONS + "\n\n" + REASONING_USER.format(reference=clean(reference),
+                                                                       candidate=clean(candidate))
     return RUBRIC_INSTRUCTIONS + "\n\n" + RUBRIC_USER.format(reference=clean(reference), candidate=clean(candidate))

@@ -95,7 +95,8 @@ def serve_judge(checkpoint: str | Path, *, port: int | None = None, log: str | P
                 tail = log_path.read_text(errors="replace")[-2000:] if log_path is not None else "(no log)"
                 raise RuntimeError(f"vLLM server on {checkpoint} exited with {proc.returncode} before serving: {tail}")
             if time.time() - t0 > start_timeout_s:
-                raise TimeoutError(f"vLLM server on {checkpoint} not serving {base}/models after {start_timeout_s:.0f} s"
+                raise TimeoutError(f"vLLM server on {checkpoint} not serving {base}/models "
+                                   f"after {start_timeout_s:.0f} s"
                                    + (f" (log: {log_path})" if log_path else ""))
             time.sleep(1.0)
         yield Served(base, proc, time.time() - t0)
@@ -124,7 +125,8 @@ def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="serve a judge checkpoint with vLLM's OpenAI-compatible server on 127.0.0.1")
+    ap = argparse.ArgumentParser(
+        description="serve a judge checkpoint with vLLM's OpenAI-compatible server on 127.0.0.1")
     ap.add_argument("checkpoint")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--max-model-len", type=int, default=None, help="default: the checkpoint's context")

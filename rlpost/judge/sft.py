@@ -1,9 +1,10 @@
 """The project's own small reasoning judge: data (perturbed trace pairs graded by the rubric), training, agreement.
 
-Why. docs/design.md §5.1 grades a generated trace against the ground truth with a large reasoning model; on a CPU machine no
-general-purpose instruction LLM is available, so ``rlpost sft --task judge`` distils the deterministic ``rubric``
-backend (``rlpost.rewards.rubric``) into a tiny Qwen2 that vLLM serves like any judge model. The ``judge`` backend
-(``rlpost.judge.critic``) then runs for real on CPU; on a GPU cluster the same backend points at a real LLM.
+Why. docs/design.md §5.1 grades a generated trace against the ground truth with a large reasoning model; on a CPU
+machine no general-purpose instruction LLM is available, so ``rlpost sft --task judge`` distils the deterministic
+``rubric`` backend (``rlpost.rewards.rubric``) into a tiny Qwen2 that vLLM serves like any judge model. The
+``judge`` backend (``rlpost.judge.critic``) then runs for real on CPU; on a GPU cluster the same backend points at a
+real LLM.
 
 Pairs. For each ground-truth scenario (``coc_trace``, decision, factors), :func:`perturb` writes candidate traces
 with varied errors, composed by ``rlpost.domain.coc.compose_trace`` with fresh rng seeds (so the wording is always a
@@ -48,9 +49,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlpost.common.errors import UserError
-from rlpost.judge.data import JudgePair, make_pairs, references_from
+from rlpost.judge.data import (
+    JudgePair,
+    make_pairs,
+    references_from,
+    short_rationale,  # the reasoning format's target
+)
 from rlpost.judge.model import (
     GRADE_TOKENS,
+    REASONING_TAIL,
     JudgeLoss,
     JudgePromptEncoder,
     JudgeSpec,
@@ -59,8 +66,6 @@ from rlpost.judge.model import (
     predict_grades,
     save_judge,
 )
-from rlpost.judge.data import short_rationale  # the reasoning format's target
-from rlpost.judge.model import REASONING_TAIL
 
 
 class JudgeConfig(BaseModel):
@@ -71,16 +76,21 @@ class JudgeConfig(BaseModel):
     data: str = Field("data/scenarios", description="Parquet scenario dataset whose coc_trace are the references")
     train_split: str = Field("train", description="split whose scenarios give the training references")
     val_split: str = Field("val", description="held-out split: the agreement is measured on its references only")
-    out: str = Field("runs/judge", description="output folder: final/ (save_pretrained + judge.json), metrics.jsonl, agreement.json")
+    out: str = Field(
+        "runs/judge", description="output folder: final/ (save_pretrained + judge.json), metrics.jsonl, agreement.json")
     size: Literal["tiny", "small", "base"] = Field("small", description="size preset of the random-init Qwen2 judge")
     init_std: float = Field(0.02, gt=0, description="std of the random init")
-    pairs_per_reference: int = Field(12, ge=1, description="perturbed candidates per training reference (fresh each epoch seed)")
+    pairs_per_reference: int = Field(
+        12, ge=1, description="perturbed candidates per training reference (fresh each epoch seed)")
     val_pairs_per_reference: int = Field(5, ge=1, description="perturbed candidates per held-out reference")
-    max_train_references: int | None = Field(None, ge=1, description="cap on training references (None = the whole split)")
-    max_val_references: int | None = Field(None, ge=1, description="cap on held-out references (None = the whole split)")
+    max_train_references: int | None = Field(
+        None, ge=1, description="cap on training references (None = the whole split)")
+    max_val_references: int | None = Field(
+        None, ge=1, description="cap on held-out references (None = the whole split)")
     max_trace_tokens: int = Field(96, ge=8, description="tokens kept of each trace in the prompt")
     steps: int = Field(3000, ge=1, description="optimizer steps")
-    max_minutes: float | None = Field(4.5, gt=0, description="wall-clock budget of the training loop; stops early and saves")
+    max_minutes: float | None = Field(
+        4.5, gt=0, description="wall-clock budget of the training loop; stops early and saves")
     batch_size: int = Field(32, ge=1, description="pairs per optimizer step")
     lr: float = Field(2e-3, gt=0, description="peak AdamW learning rate")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr of the cosine decay, as a fraction of lr")
@@ -88,16 +98,22 @@ class JudgeConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clip")
     deepspeed: bool = Field(False, description="train through DeepSpeed (gloo, ZeRO `zero_stage`) like the policy SFT; "
-                            "off: the same loop in plain torch (one process; no JIT-built comm op to wait for)")
-    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (gloo backend on CPU), with deepspeed: true")
-    reasoning_share: float = Field(0.3, ge=0, le=1, description="share of training pairs in the reasoning answer "
-                                   "format (prompt ending in 'rationale:', target: the rubric's rationale, ' Grade: N', "
-                                   "end token); the rest in the grade format (one grade token). 0 = grade format only")
-    rationale: Literal["short", "full"] = Field("short", description="reasoning-format target: the rubric's "
-                                                "rationale reduced to its behaviour/reasoning levels (short) or whole")
-    lm_weight: float = Field(0.05, ge=0, description="weight of an auxiliary next-token loss on the prompt (0 = grade only)")
+                            "off: the same loop in plain torch "
+                            "(one process; no JIT-built comm op to wait for)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        1, description="DeepSpeed ZeRO stage (gloo backend on CPU), with deepspeed: true")
+    reasoning_share: float = Field(
+        0.3, ge=0, le=1, description="share of training pairs in the reasoning answer "
+        "format (prompt ending in 'rationale:', target: the rubric's rationale, ' Grade: N', "
+        "end token); the rest in the grade format (one grade token). 0 = grade format only")
+    rationale: Literal["short", "full"] = Field(
+        "short", description="reasoning-format target: the rubric's "
+        "rationale reduced to its behaviour/reasoning levels (short) or whole")
+    lm_weight: float = Field(
+        0.05, ge=0, description="weight of an auxiliary next-token loss on the prompt (0 = grade only)")
     eval_every: int = Field(500, ge=0, description="steps between held-out agreement checks (0 = only at the end)")
-    eval_pairs: int = Field(600, ge=1, description="held-out pairs used by the periodic checks (the final one uses all)")
+    eval_pairs: int = Field(
+        600, ge=1, description="held-out pairs used by the periodic checks (the final one uses all)")
     eval_vllm: bool = Field(True, description="also measure the final agreement through vLLM (the serving path)")
     threads: int = Field(1, ge=1, description="torch/OpenMP threads of the training process")
     seed: int = Field(0, description="data and init seed")
@@ -117,7 +133,8 @@ class JudgeResult:
 def _encode_pairs(enc: JudgePromptEncoder, pairs: Sequence[JudgePair], reasoning_share: float = 0.0,
                   seed: int = 0, rationale: str = "short") -> list[tuple]:
     """Training items: ``(prompt_ids, grade)`` in the grade format, or for a seeded ``reasoning_share`` of the
-    pairs ``(prompt_ids, grade, rationale+" Grade: " ids, end id)`` in the reasoning format (``model.collate_judge_batch``)."""
+    pairs ``(prompt_ids, grade, rationale+" Grade: " ids, end id)`` in the reasoning format
+    (``model.collate_judge_batch``)."""
     rng = np.random.default_rng(seed + 7)
     out: list[tuple] = []
     for p, u in zip(pairs, rng.random(len(pairs))):
@@ -288,5 +305,6 @@ def load_judge_config(path: str | None, overrides: Sequence[str] = ()) -> JudgeC
 
     for o in overrides:
         if not re.match(r"^judge\.", o):
-            raise ConfigError(f"override {o!r}: `rlpost sft --task judge` takes judge.* overrides (e.g. judge.steps=200)")
+            raise ConfigError(f"override {o!r}: `rlpost sft --task judge` takes judge.* overrides "
+                              f"(e.g. judge.steps=200)")
     return load_config(_JudgeFile, path, list(overrides), sections=("judge",)).judge

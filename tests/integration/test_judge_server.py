@@ -108,12 +108,12 @@ def test_two_grpo_steps_with_the_served_judge_as_reasoning_critic(tmp_path, judg
                                                                      redis_url):
     import pyarrow.parquet as pq
     import ray
-    from synthetic_policy import make_scenarios
 
     from rlpost.actors.common import actor_env
     from rlpost.judge.critic import ADDRESS_ENV
     from rlpost.loop.train import train
     from rlpost.rl.config import RunConfig
+    from synthetic_policy import make_scenarios
 
     critic = {"backend": "judge", "endpoint": server.base, "model": str(judge), "model_name": "judge",
               "answer": "reasoning", "api": "chat", "timeout_s": 60}

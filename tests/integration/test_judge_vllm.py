@@ -118,9 +118,9 @@ def test_judge_server_actor_found_by_name_from_the_reward_actor(judge, batch):
     from rlpost.actors.common import actor_env
     from rlpost.actors.judge_server import start_judge_server, stop_judge_server
     from rlpost.actors.reward import RewardWorker
+    from rlpost.common.runtime import LOOPBACK_ENV
     from rlpost.judge.critic import ADDRESS_ENV
     from rlpost.rewards.spec import RewardsConfig
-    from rlpost.common.runtime import LOOPBACK_ENV
 
     comps, scenarios = batch
     for k, v in LOOPBACK_ENV.items():

@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlpost.domain.coc import Direction, parse_trace
+from rlpost.judge.critic import JudgeCritic, parse_grade
 from rlpost.judge.data import PERTURBATIONS, make_pairs, perturb, references_from
 from rlpost.judge.model import GRADE_TOKENS, JudgePromptEncoder, JudgeSpec, build_judge_tokenizer, judge_prompt
 from rlpost.rewards.critic import reasoning_critic
 from rlpost.rewards.critic_backends import CritiqueRequest, get_critic_backend
-from rlpost.judge.critic import JudgeCritic, parse_grade
 from rlpost.rewards.rubric import RubricCritic
 from rlpost.rewards.synthetic import synthetic_scenarios
 from rlpost.rewards.types import Completion
@@ -223,8 +223,8 @@ def test_prompt_encoding_matches_the_tokenizer_and_grades_are_single_tokens(refs
 def test_judge_config_from_overrides_and_cli_wiring(tmp_path):
     import argparse
 
-    from rlpost.common.config import ConfigError
     from rlpost.apps.policy_cli import add_policy_subcommands
+    from rlpost.common.config import ConfigError
     from rlpost.judge.sft import load_judge_config
 
     cfg = load_judge_config(None, ["judge.steps=10", "judge.size=tiny"])

@@ -12,11 +12,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlpost.judge.critic import JudgeCritic
+from rlpost.judge.data import make_pairs, references_from, short_rationale
+from rlpost.judge.model import (
+    GRADE_TOKENS,
+    REASONING_TAIL,
+    JudgePromptEncoder,
+    JudgeSpec,
+    build_judge_tokenizer,
+    collate_judge_batch,
+    save_judge,
+)
 from rlpost.judge.parse import parse_reasoning
 from rlpost.judge.serve import context_length
-from rlpost.judge.data import make_pairs, references_from, short_rationale
-from rlpost.judge.model import (GRADE_TOKENS, REASONING_TAIL, JudgePromptEncoder, JudgeSpec, collate_judge_batch,
-                                 build_judge_tokenizer, save_judge)
 from rlpost.judge.sft import _encode_pairs
 from rlpost.rewards.critic import reasoning_critic
 from rlpost.rewards.critic_backends import CritiqueRequest
@@ -70,7 +77,8 @@ def test_reasoning_items_target_the_rationale_then_the_grade_then_the_end(judge_
     reasoning = [(p, it) for p, it in zip(pairs, items) if len(it) == 4]
     assert 0 < len(reasoning) < len(pairs)
     p, it = reasoning[0]
-    assert it[0] == enc.encode(p.reference, p.candidate, reasoning=True) and it[0][-len(enc._tail(True)):] == enc._tail(True)
+    assert (it[0] == enc.encode(p.reference, p.candidate, reasoning=True)
+            and it[0][-len(enc._tail(True)):] == enc._tail(True))
     short = short_rationale(p.rationale)
     assert short.startswith(("behaviour ", "generated trace has no usable decision")) and len(short) < len(p.rationale)
     assert tok.tk.decode(it[2] + [spec.grade_ids[p.grade]]) == " " + short + f" Grade: {p.grade}"
@@ -99,7 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(3)
             data = {"choices": [{"message": {"content": "<think>ok</think> Grade: 4"}, "finish_reason": "stop"}]}
         else:
-            data = {"choices": [{"index": i, "text": "3", "finish_reason": "length"} for i in range(len(body["prompt"]))]}
+            data = {"choices": [{"index": i, "text": "3", "finish_reason": "length"}
+                                for i in range(len(body["prompt"]))]}
         raw = json.dumps(data).encode()
         try:
             self.send_response(200)
@@ -143,13 +152,15 @@ def test_reasoning_chat_text_prompt_and_per_sample_timeouts(endpoint, judge_dir)
     enc = JudgePromptEncoder(tok, spec)
     _Handler.delay_for = {"SLOW"}
     critic = JudgeCritic(endpoint=endpoint, model=str(ckpt), api="chat", answer="reasoning", timeout_s=1.0)
-    reqs = [CritiqueRequest("a", refs[1].trace, refs[0].trace), CritiqueRequest("b", "SLOW " + refs[2].trace, refs[2].trace)]
+    reqs = [CritiqueRequest("a", refs[1].trace, refs[0].trace),
+            CritiqueRequest("b", "SLOW " + refs[2].trace, refs[2].trace)]
     grades = critic.grade(reqs)
     assert [(g.grade, g.status) for g in grades] == [(4, "ok"), (None, "timeout")]
     assert grades[0].details["judge_rationale"] == "ok" and "timeout_s=1.0" in grades[1].rationale
     body = next(b for _, b in _Handler.seen if "SLOW" not in b["messages"][0]["content"])
     assert body["messages"] == [{"role": "user", "content": enc.text(reqs[0].reference, reqs[0].trace, True)}]
-    assert "allowed_token_ids" not in body and body["max_tokens"] == context_length(ckpt) - len(enc.encode(reqs[0].reference, reqs[0].trace, True))
+    assert "allowed_token_ids" not in body and (
+        body["max_tokens"] == context_length(ckpt) - len(enc.encode(reqs[0].reference, reqs[0].trace, True)))
     # through the reward: the timed-out sample is status timeout (counted per step), not an error
     scen = synthetic_scenarios(2, seed=2)
     comps = [Completion(scen[0].scenario_id, 0, scen[0].coc_trace, None),
