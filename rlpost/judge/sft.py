@@ -150,7 +150,6 @@ def _item_len(item: tuple) -> int:
     return len(item[0]) + 1 + sum(len(x) for x in item[2:])
 
 
-
 def agreement(predicted: Sequence[int | None], pairs: Sequence[JudgePair]) -> dict[str, Any]:
     """Exact-match rate and mean |diff| of judge grades against the rubric's (None = unparseable judge output,
     counted as a miss with |diff| = the rubric grade's distance to 0), plus per-grade and per-kind exact rates."""
@@ -270,11 +269,11 @@ def run_judge_sft(cfg: JudgeConfig, train=None, val=None, log=print) -> JudgeRes
     return JudgeResult(done.checkpoint, done.steps, seconds, done.seconds, final, done.history)
 
 
-def _length_bucketed(items: list[tuple[list[int], int]], batch_size: int, seed: int, pad: int, grade_ids):
+def _length_bucketed(items: list[tuple], batch_size: int, seed: int, pad: int, grade_ids):
     """Endless batches of similar lengths (less padding), in a fresh random order every epoch; the last partial
-    bucket is left out."""
+    bucket is left out. ``items`` as ``_encode_pairs`` makes them (grade or reasoning format)."""
     rng = np.random.default_rng(seed)
-    order = np.argsort([len(ids) for ids, _ in items], kind="stable")
+    order = np.argsort([_item_len(it) for it in items], kind="stable")
     chunks = [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
     while True:
         for j in rng.permutation(len(chunks)):
@@ -283,7 +282,8 @@ def _length_bucketed(items: list[tuple[list[int], int]], batch_size: int, seed: 
 
 def vllm_agreement(checkpoint: str | Path, pairs: Sequence[JudgePair]) -> dict[str, Any]:
     """Agreement of the checkpoint served by vLLM (``rlpost.judge.critic.JudgeEngine``) with the rubric."""
-    from rlpost.judge.critic import JudgeEngine, parse_grade
+    from rlpost.judge.critic import JudgeEngine
+    from rlpost.judge.parse import parse_grade
 
     engine = JudgeEngine(checkpoint)
     texts = engine.complete([(p.reference, p.candidate) for p in pairs])
