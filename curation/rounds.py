@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +17,8 @@ from rlpost.curation.selection import select
 class RoundScores:
     """What scoring a round's candidates gives (one entry per candidate, in ``candidates`` order): the
     disagreement score, whether the candidate's group had zero reward variance, the entropy of the model's
-    distribution over the group, plus the selected ids and a summary of the scores."""
+    distribution over the group, plus the selected ids and a summary of the scores. ``score_steps`` / ``sources``:
+    the step whose policy produced each score and how (amortised rounds; None: all scored in this round)."""
 
     candidates: list[str]
     scores: list[float]
@@ -25,13 +26,16 @@ class RoundScores:
     p_model_entropy: list[float]
     selected: list[str]
     score_summary: dict
+    score_steps: list[int] | None = None
+    sources: list[str] | None = None
 
 
 @dataclass(frozen=True)
 class CurationRound:
     """One curation round (docs/design.md §0.4 "Curation round"): its id, the step it was started for, the policy
     version that scored it, the scores and selection, and what it cost (wall time [s], tokens generated, forward
-    FLOPs)."""
+    FLOPs). ``stats``: amortised rounds' freshness and agreement scalars (``rlpost.curation.amortised``), and the
+    uncharged tokens of an audit re-score."""
 
     round: int
     step: int
@@ -40,6 +44,7 @@ class CurationRound:
     wall_s: float
     tokens: int
     flops: float
+    stats: dict = field(default_factory=dict)
 
     @property
     def score_mean(self) -> float:
@@ -79,19 +84,39 @@ def group_arrays(records: list) -> tuple[list[str], np.ndarray, np.ndarray, np.n
     return ids, rewards, logps, lengths
 
 
-def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:
-    """Scores of every candidate (from its group of rollout records) and the selection."""
+@dataclass(frozen=True)
+class GroupScores:
+    """Disagreement scores of scenario groups, aligned with ``ids``, plus the per-group diagnostics a round keeps."""
+
+    ids: list[str]
+    scores: np.ndarray  # (B,)
+    zero_variance: list[bool]
+    p_model_entropy: list[float]
+
+
+def score_groups(records: list, cfg: CurationConfig) -> GroupScores:
+    """Score each scenario's group of rollout records (``reward_total`` set) with the configured divergence."""
     ids, rewards, logps, lengths = group_arrays(records)
     scores = disagreement_score(rewards, logps, lengths, cfg.beta, cfg.score)
-    selected = select(cfg.strategy, ids, scores, cfg.size, rng,
-                      **({"random_share": cfg.random_share} if cfg.strategy == "top_plus_random" else {}))
     p_model_entropy = []
     for lp, n in zip(logps, lengths):
         z = lp / n - (lp / n).max()
         p = np.exp(z) / np.exp(z).sum()
         p_model_entropy.append(float(-(p * np.log(np.maximum(p, 1e-300))).sum()))
-    return RoundScores(ids, scores.tolist(), (np.ptp(rewards, axis=1) <= 1e-8).tolist(), p_model_entropy, selected,
-                       score_summary(scores))
+    return GroupScores(ids, scores, (np.ptp(rewards, axis=1) <= 1e-8).tolist(), p_model_entropy)
+
+
+def choose(ids: list[str], scores, cfg: CurationConfig, rng: np.random.Generator) -> list[str]:
+    """The selection from scores aligned with ``ids``, by the configured strategy."""
+    return select(cfg.strategy, ids, scores, cfg.size, rng,
+                  **({"random_share": cfg.random_share} if cfg.strategy == "top_plus_random" else {}))
+
+
+def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:
+    """A full round: scores of every candidate (from its group of rollout records) and the selection."""
+    g = score_groups(records, cfg)
+    return RoundScores(g.ids, g.scores.tolist(), g.zero_variance, g.p_model_entropy, choose(g.ids, g.scores, cfg, rng),
+                       score_summary(g.scores))
 
 
 def random_selection(ids: list[str], cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:

@@ -3,7 +3,10 @@
 - ``none``: no curation, every training scenario is eligible (round 0 = the whole pool).
 - ``random``: a uniformly random subset of ``size`` scenarios, redrawn every ``every`` steps (the control).
 - ``offline``: one scored round at step 0 with the start (SFT) policy; the selection never changes.
-- ``online``: a scored round at step 0 and every ``every`` steps with the current policy.
+- ``online``: a scored round at step 0 and every ``every`` steps with the current policy. ``refresh: full``
+  re-generates for the whole pool every round; ``refresh: amortised`` scores the pool once (round 0), then keeps
+  each scenario's score fresh from the training steps' own rollouts and re-scores only a budgeted subsample per round
+  (``rlpost.curation.amortised``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ class CurationConfig(StrictModel):
         "kl", description="disagreement score from rlpost.curation.scores")
     beta: float = Field(1.0, ge=0, description="reward temperature of p_reward = softmax(beta * r)")
     group_size: int = Field(4, ge=2, description="samples per candidate when scoring")
+    refresh: Literal["full", "amortised"] = Field(
+        "full", description="online rounds: re-score the whole pool, or amortise scores from training rollouts")
+    rescore_share: float = Field(
+        0.05, ge=0, le=1,
+        description="amortised: a round re-scores at most this share of the training tokens since the last round")
+    rescore_tokens: int | None = Field(
+        None, ge=0, description="amortised: a fixed token budget per round instead of rescore_share (None: share)")
+    rescore_order: Literal["oldest", "boundary"] = Field(
+        "oldest", description="amortised: re-score the oldest scores first, or those nearest the selection boundary")
+    score_half_life: float | None = Field(
+        None, gt=0, description="amortised: shrink a score toward the pool mean by half every this many steps of age")
+    audit: bool = Field(
+        False, description="amortised: also re-score the whole pool each round, uncharged, to measure the agreement "
+                           "between amortised and full scores (costs a full round; for studies)")
     max_block_s: float = Field(
         0.0, ge=0,
         description="longest the loop waits for a due online round before training on the previous selection",
@@ -44,6 +61,15 @@ class CurationConfig(StrictModel):
         if self.schedule == "offline":
             return step == 0
         return step % self.every == 0
+
+    @property
+    def amortised(self) -> bool:
+        return self.schedule == "online" and self.refresh == "amortised"
+
+    @property
+    def arm(self) -> str:
+        """The schedule's name in studies: none, random, offline, online-full or online-amortised."""
+        return f"online-{self.refresh}" if self.schedule == "online" else self.schedule
 
     @property
     def scored(self) -> bool:

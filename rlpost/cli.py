@@ -51,7 +51,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(1)
-    run_curation_study(args.configs, args.seeds, args.out, args.set)
+    run_curation_study(args.configs, args.seeds, args.out, args.set, report_only=args.report_only)
     return 0
 
 
@@ -87,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=5 learner.lr=1e-4")
         cmd.set_defaults(func=func)
     exp = sub.add_parser("experiment", help="analyst experiments").add_subparsers(dest="experiment", required=True)
-    cur = exp.add_parser("curation", help="none / random / offline / online curation from one SFT checkpoint")
+    cur = exp.add_parser("curation", help="none / random / offline / online-full / online-amortised curation from "
+                                          "one SFT checkpoint")
     cur.add_argument("configs", nargs="+", help="one run config per arm, e.g. configs/curation/*.yaml")
     cur.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
     cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
+    cur.add_argument("--report-only", action="store_true", help="write the report from the finished runs only")
     cur.set_defaults(func=_experiment)
     t9 = exp.add_parser("table9", help="AR1 Table-9 reward ablation + does RL reach the flow expert "
                                        "(from one SFT checkpoint)")

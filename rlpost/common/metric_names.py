@@ -17,6 +17,7 @@ SYNC_MS = "sync_ms"
 SYNC_BYTES = "sync_bytes"
 SYNC_PROBE_GAP = "sync_probe_gap"
 STALENESS_MAX = "staleness/max"
+TRAIN_TOKENS = "tokens/train"  # cumulative tokens (prompt + completion) of the training steps' rollouts
 
 STEP_S = "time/step_s"  # one loop iteration, generation wait to sync
 GENERATE_WAIT_S = "time/generate_wait_s"
@@ -33,6 +34,8 @@ CURATION_WALL_S = "curation/wall_s"  # cumulative
 CURATION_TOKENS = "curation/tokens"  # cumulative
 CURATION_FLOPS = "curation/flops"  # cumulative
 CURATION_TOKEN_SHARE = "curation/token_share"  # curation's share of all generated tokens so far
+CURATION_RECURATION_TOKENS = "curation/recuration_tokens"  # cumulative, rounds after round 0 (the one-off scoring)
+CURATION_RECURATION_SHARE = "curation/recuration_token_share"  # those tokens' share of training + those tokens
 
 
 def reward_of(component: str) -> str:
@@ -43,6 +46,12 @@ def reward_of(component: str) -> str:
 def ok_rate_of(component: str) -> str:
     """Share of samples whose component status is ok."""
     return f"ok_rate/{component}"
+
+
+def curation_stat(key: str) -> str:
+    """An amortised round's scalar (``rlpost.curation.amortised``): rescored, agreement_rescored, agreement_full,
+    audit_tokens, age_mean, age_p50, age_p90, age_max, from_training."""
+    return f"curation/{key}"
 
 
 def restarts_of(role: str) -> str:

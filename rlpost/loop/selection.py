@@ -4,7 +4,7 @@ round that selected it. Online rounds run in the Curator's own process while tra
 from __future__ import annotations
 
 from rlpost.common import metric_names as M
-from rlpost.curation.rounds import CurationRound, RoundFailed
+from rlpost.curation.rounds import CurationRound, RoundFailed, score_groups
 from rlpost.loop.steps import scenario_batch
 
 
@@ -13,7 +13,8 @@ class Selection:
         self.cluster, self.cfg = cluster, cfg.curation
         self.round, self.ids = 0, sorted(s.scenario_id for s in pool)
         self.pending = None
-        self.cost = {M.CURATION_WALL_S: 0.0, M.CURATION_TOKENS: 0, M.CURATION_FLOPS: 0.0, M.CURATION_ROUNDS: 0}
+        self.cost = {M.CURATION_WALL_S: 0.0, M.CURATION_TOKENS: 0, M.CURATION_FLOPS: 0.0, M.CURATION_ROUNDS: 0,
+                     M.CURATION_RECURATION_TOKENS: 0}
         if self.cfg.schedule == "none":
             return
         self.curator = cluster.start_curator(pool)
@@ -25,6 +26,13 @@ class Selection:
         else:
             self.curator.forget_rounds_from(start)
         self.round, self.ids = self.curator.selection()
+
+    def observe(self, records: list) -> None:
+        """Feed a scored training step's groups to the amortised score table (no-op for other schedules)."""
+        if self.cfg.amortised:
+            tokens = sum(len(r.prompt_ids) + len(r.completion_ids) for r in records)
+            self.curator.observe(records[0].step, min(r.policy_version for r in records),
+                                 score_groups(records, self.cfg), tokens, len(records))
 
     def maybe_start_round(self, step: int) -> None:
         if self.cfg.due(step) and step > 0 and self.pending is None:
@@ -48,7 +56,10 @@ class Selection:
         self.cost[M.CURATION_TOKENS] += done.tokens
         self.cost[M.CURATION_FLOPS] += done.flops
         self.cost[M.CURATION_ROUNDS] += 1
-        return {M.CURATION_ROUND: done.round, M.CURATION_SCORE_MEAN: done.score_mean, **self.cost}
+        if done.round > 0:
+            self.cost[M.CURATION_RECURATION_TOKENS] += done.tokens
+        return {M.CURATION_ROUND: done.round, M.CURATION_SCORE_MEAN: done.score_mean, **self.cost,
+                **{M.curation_stat(k): v for k, v in done.stats.items()}}
 
     def batch(self, step: int, size: int, seed: int, by_id: dict) -> tuple[int, list]:
         return self.round, [by_id[i] for i in scenario_batch(self.ids, step, size, seed)]

@@ -66,6 +66,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
                 pending = launch(cluster, selection, step + 1, cfg, by_id)
             cluster.score(records, by_id)                                                        # score
             check_error_budget([r.rewards for r in records], cfg.rewards.components, f"step {step}")
+            selection.observe(records)                                                           # amortise
             t_score = time.perf_counter()
             adv_stats = assign_advantages(records, group, cfg.learner.advantage)                # advantages
             oldest = check_staleness(records, step, tr.staleness)
@@ -74,19 +75,23 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             t_learn = time.perf_counter()
             sync = cluster.sync(probe)                                                           # sync
             t_sync = time.perf_counter()
-            selection.maybe_start_round(step + 1)                                                # re-curate
+            if step + 1 < tr.steps:                                                              # re-curate
+                selection.maybe_start_round(step + 1)
             curation = selection.poll()
             if not tr.staleness and step + 1 < tr.steps:
                 pending = launch(cluster, selection, step + 1, cfg, by_id)
             rollouts.write(step, records_table(records))                                         # log
             gen_tokens += sum(len(r.prompt_ids) + len(r.completion_ids) for r in records)
             curation_tokens = selection.cost[M.CURATION_TOKENS]
+            recuration = selection.cost[M.CURATION_RECURATION_TOKENS]
             scalars = {**reward_means(records, by_id), **learn, **sync, **adv_stats, **selection.cost, **curation,
                        M.STEP_S: t_sync - t0, M.GENERATE_WAIT_S: t_gen - t0, M.SCORE_S: t_score - t_gen,
                        M.LEARN_S: t_learn - t_score, M.SYNC_S: t_sync - t_learn, M.STALENESS_MAX: oldest,
                        **{M.restarts_of(role): n for role, n in cluster.restarts.items()},
                        M.CURATION_ROUND_USED: records[0].curation_round,
-                       M.CURATION_TOKEN_SHARE: curation_tokens / max(curation_tokens + gen_tokens, 1)}
+                       M.CURATION_TOKEN_SHARE: curation_tokens / max(curation_tokens + gen_tokens, 1),
+                       M.CURATION_RECURATION_SHARE: recuration / max(recuration + gen_tokens, 1),
+                       M.TRAIN_TOKENS: gen_tokens}
             if tr.eval_every and (step + 1) % tr.eval_every == 0 and step + 1 < tr.steps:
                 scalars.update(evaluate(cluster, held_out, by_id, cfg, step))
             metrics.log(step, scalars)

@@ -199,6 +199,13 @@ class RunConfig(StrictModel):
             )
         self.learner.loss.check_layout(Layout(group_size=self.rollout.group_size, num_ranks=self.learner.num_ranks,
                                               per_rank=per_rank, micro_batch=self.learner.micro_batch))
+        if self.curation.amortised and self.curation.group_size != self.rollout.group_size:
+            # A KL over a G-way softmax grows with G: training-step scores (G = rollout.group_size) and round scores
+            # (curation.group_size) would rank on different scales in one table.
+            raise ValueError(
+                f"curation.group_size: amortised scores mix training groups (rollout.group_size = "
+                f"{self.rollout.group_size}) with re-scored ones, so both must be equal; got {self.curation.group_size}"
+            )
         if self.ray_address is None and self.ray_num_cpus is not None:
             need = self.rollout.num_workers * self.rollout.num_cpus + self.learner.num_ranks * self.learner.num_cpus
             if need > self.ray_num_cpus:

@@ -193,6 +193,13 @@ class SelectionStore:
         self.rounds.truncate_from(round_id)
         with_retries(lambda: self.client.delete(self.key, f"{self.key}:meta"), f"selection of {self.run}")
 
+    def save_scores(self, table_json: str) -> None:
+        """Keep the amortised score table (``ScoreTable.to_json``) where a restarted curator finds it."""
+        with_retries(lambda: self.client.set(f"rlpost:{self.run}:scores", table_json), f"scores of {self.run}")
+
+    def load_scores(self) -> bytes | None:
+        return with_retries(lambda: self.client.get(f"rlpost:{self.run}:scores"), f"scores of {self.run}")
+
 
 def round_table(done: CurationRound) -> pa.Table:
     """A curation round as rows, one per candidate, with the round's scalars repeated."""
@@ -205,6 +212,8 @@ def round_table(done: CurationRound) -> pa.Table:
         "policy_version": [done.policy_version] * n,
         "scenario_id": s.candidates,
         "score": s.scores,
+        "score_step": s.score_steps or [done.step] * n,
+        "score_source": s.sources or ["round"] * n,
         "selected": [c in selected for c in s.candidates],
         "zero_variance": s.zero_variance,
         "p_model_entropy": s.p_model_entropy,

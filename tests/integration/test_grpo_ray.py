@@ -74,12 +74,12 @@ def test_grpo_with_overlap_and_online_curation(tmp_path, tiny_checkpoint, redis_
         assert column in table.column_names
 
     rounds = pq.read_table(out / "curation").to_pylist()
-    assert sorted({r["round"] for r in rounds}) == [0, 2, 4]  # round 0 at the start, then every 2 steps
+    assert sorted({r["round"] for r in rounds}) == [0, 2]  # round 0 at the start, then every 2 steps (none after)
     assert {r["policy_version"] for r in rounds if r["round"] == 2} == {2}  # scored with the current policy
     for round_id in (0, 2):
         assert sum(r["selected"] for r in rounds if r["round"] == round_id) == 6
     live = {m.decode() for m in redis.Redis.from_url(redis_url).zrange(f"rlpost:{cfg.name}:selection", 0, -1)}
-    assert live == {r["scenario_id"] for r in rounds if r["round"] == 4 and r["selected"]}
+    assert live == {r["scenario_id"] for r in rounds if r["round"] == 2 and r["selected"]}
     used: dict = {}
     for row in table.to_pylist():
         used.setdefault(row["curation_round"], set()).add(row["scenario_id"])
@@ -87,6 +87,40 @@ def test_grpo_with_overlap_and_online_curation(tmp_path, tiny_checkpoint, redis_
     for round_id, ids in used.items():  # every sample came from the selection of the round it names
         assert ids <= {r["scenario_id"] for r in rounds if r["round"] == round_id and r["selected"]}
     assert 0 < steps[3]["curation/token_share"] < 1
+
+
+def test_amortised_online_curation_rescores_within_its_budget(tmp_path, tiny_checkpoint, redis_url, ray_session):
+    """Amortised online curation: round 0 scores the whole pool, training steps refresh their scenarios' scores at
+    no generation, later rounds re-score only what their token budget allows (never-scored and oldest first); the
+    audit re-score measures agreement without being charged."""
+    from rlpost.curation.schedule import CurationConfig
+    from rlpost.loop.train import train
+
+    pool, held = scenarios()
+    out = tmp_path / "amortised"
+    cfg = run_config(out, redis_url, steps=4, staleness=0)
+    # 2 steps x 16 sequences between rounds, a candidate = 4 sequences: a 25 % share buys 2 candidates a round.
+    cfg.curation = CurationConfig(schedule="online", refresh="amortised", rescore_share=0.25, audit=True, every=2,
+                                  pool_size=12, size=6, group_size=4, max_block_s=120)
+    train(cfg, tiny_checkpoint, pool, held, log=print)
+    steps = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    rounds: dict = {}
+    for row in pq.read_table(out / "curation").to_pylist():
+        rounds.setdefault(row["round"], []).append(row)
+    assert sorted(rounds) == [0, 2]
+    assert len(rounds[0]) == 12 and {r["score_source"] for r in rounds[0]} == {"round"}
+    trained = {row["scenario_id"] for row in pq.read_table(out / "rollouts").to_pylist() if row["step"] < 2}
+    by_id = {r["scenario_id"]: r for r in rounds[2]}
+    for sid in trained - {r["scenario_id"] for r in rounds[2] if r["score_source"] == "rescore"}:
+        assert by_id[sid]["score_source"] == "training" and by_id[sid]["score_step"] in (0, 1)
+    assert sum(r["score_source"] == "rescore" for r in rounds[2]) == 2  # the budget, oldest (step-0) scores first
+    assert all(by_id[sid]["score_step"] == 0 for sid in by_id if by_id[sid]["score_source"] == "round")
+    assert steps[1]["curation/rescored"] == 2 and -1 <= steps[1]["curation/agreement_full"] <= 1
+    assert steps[1]["curation/audit_tokens"] > 0 and steps[1]["curation/age_max"] <= 2
+    # Charged: round 0 (all 12) + 2 candidates in round 2; its audit is not.
+    assert steps[3]["curation/recuration_tokens"] < steps[1]["curation/audit_tokens"]
+    assert 0 < steps[3]["curation/recuration_token_share"] <= 0.25 + 1e-9
+    assert steps[3]["curation/recuration_token_share"] < steps[3]["curation/token_share"]
 
 
 def test_resume_after_a_stop_gives_the_same_metrics(tmp_path, tiny_checkpoint, redis_url, ray_session):
