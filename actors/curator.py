@@ -45,15 +45,21 @@ class Curator:
 
     def run_round(self, round_id: int, step: int, weights=None) -> CurationRound:
         """Score the round's candidates with the current policy (``weights``), publish the selection."""
-        from rlpost.curation.rounds import candidate_pool, random_selection, score_and_select
+        from rlpost.curation.rounds import adopt_round0, candidate_pool, random_selection, score_and_select
 
         t0 = time.perf_counter()
         rng = np.random.default_rng([self.seed, round_id, 11])
-        tokens, stats = 0, {}
+        tokens, stats, wall_s = 0, {}, None
         if weights is not None and self.cfg.scored:
             self.version = self.engine.load_weights(weights)["version"]
         if not self.cfg.scored:
             scores = random_selection(self.ids, self.cfg, rng)
+        elif round_id == 0 and self.cfg.reuse_round0:
+            candidates = candidate_pool(self.ids, round_id, self.cfg, self.seed)
+            scores, wall_s, tokens = adopt_round0(self.cfg.reuse_round0, candidates, self.cfg, rng)
+            if self.cfg.amortised:
+                self.table.update(scores.candidates, scores.scores, 0, 0, "round")
+                self.store.save_scores(self.table.to_json())
         elif self.cfg.amortised:
             scores, tokens, stats = self._amortised_round(round_id, step, rng)
         else:
@@ -61,7 +67,8 @@ class Curator:
             records, tokens = self._generate(candidates, round_id, "curation")
             scores = score_and_select(records, self.cfg, rng)
         # Forward-pass FLOPs of generation: ~2 x parameters per token processed (prompt and completion).
-        done = CurationRound(round_id, step, self.version, scores, time.perf_counter() - t0, tokens,
+        done = CurationRound(round_id, step, self.version, scores,
+                             time.perf_counter() - t0 if wall_s is None else wall_s, tokens,
                              2.0 * self.num_params * tokens, stats)
         self.store.publish(done)
         return done

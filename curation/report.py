@@ -84,8 +84,9 @@ def verdict(loaded: dict[str, list[dict]]) -> str:
             f"difference of ±{d['mde']:.3f} or more with 80 % power (two-sided, α = 0.05), not smaller.")
 
 
-def write_study_report(study_dir: Path, runs: dict[str, list[Path]]) -> Path:
-    """``runs``: arm name -> run folders (index = seed). Writes ``report.md`` + ``curves.png`` into study_dir."""
+def write_study_report(study_dir: Path, runs: dict[str, list[Path]], audits: list[Path] = ()) -> Path:
+    """``runs``: arm name -> run folders (index = seed); ``audits``: online-amortised runs with a full uncharged
+    re-score per round. Writes ``report.md`` + ``curves.png`` into study_dir."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +132,10 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]]) -> Path:
                 d = paired_difference(_finals(loaded[a], key), _finals(loaded[b], key))
                 lines.append(f"| {a} − {b} | {label} | {d['n']} | {d['mean']:+.3f} | [{d['lo']:+.3f}, {d['hi']:+.3f}] "
                              f"| {d['mde']:.3f} |")
-    lines += _staleness_section(loaded) + _amortised_section(loaded)
+    lines += _staleness_section(loaded) + _amortised_section(loaded.get("online-amortised", []), "")
+    if audits:
+        lines += _amortised_section([load_run(p) for p in audits], f" (audit runs: {len(audits)} seed(s) repeated "
+                                    "with a full uncharged re-score per round)")
     path = study_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -155,8 +159,7 @@ def _staleness_section(loaded: dict) -> list[str]:
     return out
 
 
-def _amortised_section(loaded: dict) -> list[str]:
-    seeds = loaded.get("online-amortised", [])
+def _amortised_section(seeds: list[dict], title: str) -> list[str]:
     per_round: dict[int, dict[str, list]] = {}
     for run in seeds:
         for row in run["train"]:
@@ -166,7 +169,7 @@ def _amortised_section(loaded: dict) -> list[str]:
                     stats[k].append(row.get(M.curation_stat(k), np.nan))
     if not per_round:
         return []
-    out = ["", "## Amortised scores: freshness and agreement", "",
+    out = ["", f"## Amortised scores: freshness and agreement{title}", "",
            "Per round (mean over seeds): candidates re-scored within the budget, Spearman agreement of their amortised "
            "scores with the fresh re-score, agreement of the whole table with a full re-score (audit runs only), and "
            "the age [steps] of the scores the selection used and the share of them that came from training steps.", "",

@@ -119,6 +119,28 @@ def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generato
                        score_summary(g.scores))
 
 
+def adopt_round0(run_dir: str, candidates: list[str], cfg: CurationConfig,
+                 rng: np.random.Generator) -> tuple[RoundScores, float, int]:
+    """Round 0 of an earlier run with the same start checkpoint, seed, pool and G (its scores are what this run's
+    round 0 would compute): its scores, this run's selection from them, and the recorded (wall s, tokens) it cost."""
+    import pyarrow.parquet as pq
+
+    from rlpost.common.errors import MissingPathError
+
+    path = f"{run_dir}/curation/round=000000.parquet"
+    try:
+        rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["scenario_id"])
+    except FileNotFoundError:
+        raise MissingPathError(f"curation.reuse_round0: no round 0 at {path}") from None
+    ids = [r["scenario_id"] for r in rows]
+    if ids != sorted(candidates):
+        raise ValueError(f"curation.reuse_round0: {path} scored {len(ids)} candidates, not this run's pool of "
+                         f"{len(candidates)} (pool_size and seed must match)")
+    scores = np.array([r["score"] for r in rows])
+    return (RoundScores(ids, scores.tolist(), [r["zero_variance"] for r in rows], [r["p_model_entropy"] for r in rows],
+                        choose(ids, scores, cfg, rng), score_summary(scores)), rows[0]["wall_s"], rows[0]["tokens"])
+
+
 def random_selection(ids: list[str], cfg: CurationConfig, rng: np.random.Generator) -> RoundScores:
     """A round of the ``random`` schedule: no scoring."""
     selected = select("random", ids, np.zeros(len(ids)), cfg.size, rng)

@@ -48,6 +48,9 @@ class CurationConfig(StrictModel):
     audit: bool = Field(
         False, description="amortised: also re-score the whole pool each round, uncharged, to measure the agreement "
                            "between amortised and full scores (costs a full round; for studies)")
+    reuse_round0: str | None = Field(
+        None, description="a finished run folder whose round-0 scores this run adopts instead of generating them "
+                          "(same start checkpoint, seed, pool and group_size: a study's arms); its cost is charged")
     max_block_s: float = Field(
         0.0, ge=0,
         description="longest the loop waits for a due online round before training on the previous selection",

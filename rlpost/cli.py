@@ -51,7 +51,8 @@ def _experiment(args: argparse.Namespace) -> int:
     from rlpost.common.runtime import configure_cpu_runtime
 
     configure_cpu_runtime(1)
-    run_curation_study(args.configs, args.seeds, args.out, args.set, report_only=args.report_only)
+    run_curation_study(args.configs, args.seeds, args.out, args.set, report_only=args.report_only,
+                       audit_seeds=args.audit_seeds)
     return 0
 
 
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
     cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
     cur.add_argument("--report-only", action="store_true", help="write the report from the finished runs only")
+    cur.add_argument("--audit-seeds", type=int, default=1, help="seeds of an extra online-amortised run with a full "
+                     "uncharged re-score per round, for the agreement of amortised scores (default 1)")
     cur.set_defaults(func=_experiment)
     t9 = exp.add_parser("table9", help="AR1 Table-9 reward ablation + does RL reach the flow expert "
                                        "(from one SFT checkpoint)")

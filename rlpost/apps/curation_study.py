@@ -11,12 +11,14 @@ from rlpost.rl.config import RunConfig
 
 
 def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list[str] = (), log=print,
-                       report_only: bool = False) -> Path:
+                       report_only: bool = False, audit_seeds: int = 1) -> Path:
     """Run every arm config × seed from the same start checkpoint, then write the study report into ``out``.
 
     Seed-major (every arm of seed 0, then seed 1, ...), so a study stopped early holds complete paired seeds; a run
-    whose folder already holds its final evaluation is kept, so a restarted study goes on where it stopped.
-    ``report_only``: write the report from the finished runs without training.
+    whose folder already holds its final evaluation is kept, so a restarted study goes on where it stopped. Then,
+    for the first ``audit_seeds`` seeds, the online-amortised arm once more with ``curation.audit`` (a full uncharged
+    re-score each round: how well the amortised table agrees with fresh scores). ``report_only``: write the report
+    from the finished runs without training.
     """
     from rlpost.curation.report import write_study_report
 
@@ -27,32 +29,41 @@ def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list
     study = Path(out)
     study.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[Path]] = {name: [] for name in names}
-    prep = None
-    t0 = time.time()
-    for seed in range(seeds):
-        for name, cfg in zip(names, arms):
-            run_dir = study / f"{name}-seed{seed}"
-            if not _finished(run_dir) and not report_only:
-                if prep is None:
-                    from rlpost.apps.pipeline import prepare
+    round0: dict[tuple, Path] = {}  # (seed, round-0 inputs) -> the first finished run of that seed that scored them
+    jobs = [(seed, cfg, study / f"{cfg.curation.arm}-seed{seed}", False) for seed in range(seeds) for cfg in arms]
+    jobs += [(seed, cfg, study / f"audit-{cfg.curation.arm}-seed{seed}", True)
+             for seed in range(min(audit_seeds, seeds)) for cfg in arms if cfg.curation.amortised]
+    prep, t0 = None, time.time()
+    for seed, cfg, run_dir, audit in jobs:
+        c = cfg.curation
+        key = (seed, c.pool_size, c.group_size, c.score, c.beta)
+        if not _finished(run_dir) and not report_only:
+            if prep is None:
+                from rlpost.apps.pipeline import prepare
 
-                    prep = prepare(arms[0], max(c.trainer.eval_scenarios for c in arms), log)
-                _run_arm(cfg, seed, run_dir, prep, log, f"{time.time() - t0:.0f} s so far")
-            if _finished(run_dir):
-                runs[name].append(run_dir)
-    report = write_study_report(study, runs)
+                prep = prepare(arms[0], max(a.trainer.eval_scenarios for a in arms), log)
+            # Every scored arm of a seed scores the same pool with the same start policy and sampling seeds at round
+            # 0: the later ones adopt the first one's scores (and are charged its cost) instead of generating the
+            # identical round again.
+            run_cfg = cfg.model_copy(update={"out": str(run_dir), "name": f"{cfg.name}{'-audit' * audit}-s{seed}",
+                                             "init_checkpoint": prep.checkpoint}, deep=True)
+            run_cfg.trainer.seed = seed
+            run_cfg.curation.audit = audit
+            run_cfg.curation.reuse_round0 = str(round0[key]) if c.scored and key in round0 else None
+            log(f"[study] {run_dir.name} ({time.time() - t0:.0f} s so far; round 0 from "
+                f"{run_cfg.curation.reuse_round0 or 'its own scoring'})")
+            from rlpost.loop.train import train
+
+            train(run_cfg, prep.checkpoint, prep.pool, prep.held_out[: cfg.trainer.eval_scenarios], log=log)
+        if _finished(run_dir):
+            if not audit:
+                runs[c.arm].append(run_dir)
+            if c.scored:
+                round0.setdefault(key, run_dir)
+    audits = [run_dir for _, _, run_dir, audit in jobs if audit and _finished(run_dir)]
+    report = write_study_report(study, runs, audits)
     log(f"[study] {len(arms)} arms x {seeds} seeds in {time.time() - t0:.0f} s; report {report}")
     return report
-
-
-def _run_arm(cfg: RunConfig, seed: int, run_dir: Path, prep, log, elapsed: str) -> None:
-    from rlpost.loop.train import train
-
-    run_cfg = cfg.model_copy(update={"out": str(run_dir), "name": f"{cfg.name}-s{seed}",
-                                     "init_checkpoint": prep.checkpoint}, deep=True)
-    run_cfg.trainer.seed = seed
-    log(f"[study] {cfg.curation.arm} seed {seed} -> {run_dir} ({elapsed})")
-    train(run_cfg, prep.checkpoint, prep.pool, prep.held_out[: cfg.trainer.eval_scenarios], log=log)
 
 
 def _finished(run_dir: Path) -> bool:

@@ -99,3 +99,26 @@ def test_paired_difference_interval_and_detectable_effect():
     assert out["lo"] == pytest.approx(0.6 - half, abs=1e-3) and out["hi"] == pytest.approx(0.6 + half, abs=1e-3)
     assert out["mde"] == pytest.approx((2.7764 + 0.9410) * d.std(ddof=1) / np.sqrt(5), abs=1e-3)
     assert np.isnan(mean_ci([1.0])[1]) and np.isnan(mean_ci([])[0])
+
+
+def test_adopt_round0_reuses_scores_and_cost_and_refuses_another_pool(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rlpost.common.errors import MissingPathError
+    from rlpost.curation.rounds import CurationRound, RoundScores, adopt_round0
+    from rlpost.storage.store import round_table
+
+    ids = ["a", "b", "c", "d"]
+    source = RoundScores(ids, [0.4, 0.1, 0.3, 0.2], [False, True, False, False], [0.5] * 4, ["a", "c"], {})
+    (tmp_path / "curation").mkdir()
+    pq.write_table(round_table(CurationRound(0, 0, 0, source, 12.5, 800, 1.0)),
+                   tmp_path / "curation" / "round=000000.parquet")
+    cfg = CurationConfig(schedule="online", size=2, strategy="top_plus_random", random_share=0.0)
+    scores, wall_s, tokens = adopt_round0(str(tmp_path), ["d", "c", "b", "a"], cfg, np.random.default_rng(0))
+    assert (wall_s, tokens) == (12.5, 800)
+    assert scores.candidates == ids and scores.scores == [0.4, 0.1, 0.3, 0.2] and scores.zero_variance[1]
+    assert scores.selected == ["a", "c"]  # this run's strategy on the adopted scores (top 2)
+    with pytest.raises(ValueError, match="not this run's pool of 3"):
+        adopt_round0(str(tmp_path), ["a", "b", "c"], cfg, np.random.default_rng(0))
+    with pytest.raises(MissingPathError, match="no round 0 at"):
+        adopt_round0(str(tmp_path / "nope"), ids, cfg, np.random.default_rng(0))
