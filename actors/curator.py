@@ -29,6 +29,7 @@ class Curator:
         self.store = SelectionStore(redis_url, run, f"{out_dir}/curation")
         self.engine = RolloutEngine(checkpoint, rollout_cfg, seed + 7919) if curation_cfg.scored else None
         self.rewards = RewardPipeline(rewards_cfg) if curation_cfg.scored else None
+        self.rewards_cfg = rewards_cfg
         self.num_params = _count_params(checkpoint)
         self.version = 0
         # Amortised mode: the score table survives a restart in Redis; training tokens since the last round set
@@ -115,11 +116,13 @@ class Curator:
 
     def _generate(self, ids: list[str], round_id: int, tag: str) -> tuple[list, int]:
         """G rollouts per candidate with the curator's engine, scored (``reward_total`` set); and their tokens."""
+        from rlpost.rewards.budget import check_error_budget
         from rlpost.rl.rollout import GenerateRequest
 
         records = self.engine.generate(GenerateRequest([self.by_id[i] for i in ids], self.cfg.group_size,
                                                        f"{self.run}/{tag}", round_id, self.seed))
         scored = self.rewards.score([r.completion() for r in records], [self.by_id[r.scenario_id] for r in records])
+        check_error_budget(scored, self.rewards_cfg.components, f"curation round {round_id} ({tag})")
         for r, sample in zip(records, scored):
             r.reward_total = sample.total
         return records, sum(len(r.prompt_ids) + len(r.completion_ids) for r in records)

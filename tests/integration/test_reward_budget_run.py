@@ -51,3 +51,31 @@ def test_a_component_failing_on_every_sample_stops_the_run(tmp_path, tiny_checkp
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [-1]
     assert not (out / "checkpoints" / "latest").exists()
+
+
+def test_a_component_failing_in_a_curation_round_stops_the_run(tmp_path, tiny_checkpoint, redis_url,
+                                                                ray_with_plugins):
+    """The curator scores its candidates (training scenarios) with the same components and the same budget: a round
+    whose plugin fails on every candidate stops the run before training, naming the round."""
+    from rlpost.curation.schedule import CurationConfig
+    from rlpost.loop.train import train
+    from rlpost.rewards.budget import RewardBudgetError
+    from rlpost.rl.config import RunConfig
+    from synthetic_policy import make_scenarios
+
+    out = tmp_path / "run"
+    cfg = RunConfig(
+        name=f"budget-cur-{abs(hash(str(out))) % 10**6}", out=str(out), redis_url=redis_url,
+        rewards={"components": [
+            {"name": "trajectory_quality", "in_process": True, "deadline_s": None},
+            {"fn": "reward_plugins:raises_on_train", "in_process": True, "deadline_s": None},
+        ]},
+        rollout={"group_size": 2, "num_cpus": 0.5},
+        learner={"num_ranks": 1, "zero_stage": 2, "num_cpus": 0.5, "micro_batch": 4},
+        trainer={"steps": 1, "scenarios_per_step": 2, "checkpoint_every": 1, "eval_scenarios": 2,
+                 "eval_samples": 1},
+        curation=CurationConfig(schedule="offline", pool_size=4, size=2, group_size=2),
+    )
+    with pytest.raises(RewardBudgetError, match=r"samples of curation round 0 \(curation\)"):
+        train(cfg, tiny_checkpoint, make_scenarios(4, "train"), make_scenarios(2, "val", seed=1), log=print)
+    assert not (out / "checkpoints" / "latest").exists()
