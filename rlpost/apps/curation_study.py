@@ -15,8 +15,8 @@ def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list
     """Run every arm config × seed from the same start checkpoint, then write the study report into ``out``.
 
     Seed-major (every arm of seed 0, then seed 1, ...), so a study stopped early holds complete paired seeds; a run
-    whose folder already holds its final evaluation is kept, so a restarted study goes on where it stopped. Then,
-    for the first ``audit_seeds`` seeds, the online-amortised arm once more with ``curation.audit`` (a full uncharged
+    whose folder already holds its final evaluation is kept, so a restarted study goes on where it stopped. The first
+    ``audit_seeds`` seeds also run the online-amortised arm once more with ``curation.audit`` (a full uncharged
     re-score each round: how well the amortised table agrees with fresh scores). ``report_only``: write the report
     from the finished runs without training.
     """
@@ -30,9 +30,10 @@ def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list
     study.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[Path]] = {name: [] for name in names}
     round0: dict[tuple, Path] = {}  # (seed, round-0 inputs) -> the first finished run of that seed that scored them
-    jobs = [(seed, cfg, study / f"{cfg.curation.arm}-seed{seed}", False) for seed in range(seeds) for cfg in arms]
-    jobs += [(seed, cfg, study / f"audit-{cfg.curation.arm}-seed{seed}", True)
-             for seed in range(min(audit_seeds, seeds)) for cfg in arms if cfg.curation.amortised]
+    jobs = [(seed, cfg, study / f"{'audit-' * audit}{cfg.curation.arm}-seed{seed}", audit)
+            for seed in range(seeds)
+            for audit in ((False, True) if seed < audit_seeds else (False,))
+            for cfg in arms if not audit or cfg.curation.amortised]
     prep, t0 = None, time.time()
     for seed, cfg, run_dir, audit in jobs:
         c = cfg.curation
