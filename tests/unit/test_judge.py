@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import fake_openai
 
 from rlpost.domain.coc import Direction, parse_trace
 from rlpost.judge.critic import JudgeCritic, parse_grade
@@ -96,59 +94,40 @@ def test_backend_options_are_validated():
 
 
 # --- OpenAI-compatible endpoint transport (a fake server on loopback) --------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    answers = {"completions": [], "chat": []}
-    seen: list = []
+ANSWERS: dict = {"completions": []}  # the completions API's texts, cycled over the prompts (returned reversed)
 
-    def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body))
-        if self.path.endswith("/completions") and "chat" not in self.path:
-            texts = type(self).answers["completions"]
-            data = {"choices": [{"index": i, "text": texts[i % len(texts)]} for i in range(len(body["prompt"]))][::-1]}
-        else:
-            ref = body["messages"][1]["content"]
-            data = {"choices": [{"message": {"content": "4" if "stop" in ref else "no idea"}}]}
-        raw = json.dumps(data).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
 
-    def log_message(self, *args):
-        pass
+def _respond(path: str, body: dict) -> dict:
+    if path.endswith("/completions") and "chat" not in path:
+        texts = ANSWERS["completions"]
+        return {"choices": [{"index": i, "text": texts[i % len(texts)]} for i in range(len(body["prompt"]))][::-1]}
+    return {"choices": [{"message": {"content": "4" if "stop" in body["messages"][1]["content"] else "no idea"}}]}
 
 
 @pytest.fixture()
-def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Handler.seen.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+def fake():
+    with fake_openai(_respond) as server:
+        yield server
 
 
-def test_endpoint_completions_batched_and_strict(endpoint):
-    _Handler.answers["completions"] = [" 5", "Grade: 1", "maybe 3"]
-    critic = JudgeCritic(endpoint=endpoint, model_name="judge-x")
+def test_endpoint_completions_batched_and_strict(fake):
+    ANSWERS["completions"] = [" 5", "Grade: 1", "maybe 3"]
+    critic = JudgeCritic(endpoint=fake.url, model_name="judge-x")
     reqs = [CritiqueRequest(str(i), f"cand {i}", "I will stop.") for i in range(3)]
     grades = critic.grade(reqs)
     assert [(g.grade, g.status) for g in grades] == [(5, "ok"), (1, "ok"), (0, "unparseable")]
-    assert len(_Handler.seen) == 1  # one batched request
-    path, body = _Handler.seen[0]
+    assert len(fake.seen) == 1  # one batched request
+    path, body = fake.seen[0]
     assert path == "/v1/completions" and body["model"] == "judge-x" and len(body["prompt"]) == 3
     assert "5 = behaviour and causal reasoning fully consistent" in body["prompt"][0]
     assert body["prompt"][2].endswith("REFERENCE: I will stop.\nCANDIDATE: cand 2\nGrade:")
 
 
-def test_endpoint_chat_one_request_per_sample(endpoint):
-    critic = JudgeCritic(endpoint=endpoint, api="chat", max_concurrency=2)
+def test_endpoint_chat_one_request_per_sample(fake):
+    critic = JudgeCritic(endpoint=fake.url, api="chat", max_concurrency=2)
     grades = critic.grade([CritiqueRequest("a", "c", "I will stop."), CritiqueRequest("b", "c", "I will turn left.")])
     assert [(g.grade, g.status) for g in grades] == [(4, "ok"), (0, "unparseable")]
-    assert len(_Handler.seen) == 2 and all(p == "/v1/chat/completions" for p, _ in _Handler.seen)
+    assert len(fake.seen) == 2 and all(p == "/v1/chat/completions" for p, _ in fake.seen)
 
 
 def test_unreachable_endpoint_is_an_error_not_a_grade():

@@ -4,12 +4,10 @@ tests/integration/test_judge_server.py."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import fake_openai
 
 from rlpost.judge.critic import JudgeCritic
 from rlpost.judge.data import make_pairs, references_from, short_rationale
@@ -94,70 +92,47 @@ def test_reasoning_items_target_the_rationale_then_the_grade_then_the_end(judge_
             assert tok.encode(enc.text(q.reference, q.candidate, r)) == enc.encode(q.reference, q.candidate, r)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    seen: list = []
-    delay_for: set = set()
+DELAY_FOR: set = set()  # chat requests whose prompt holds one of these words answer after 3 s
 
-    def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body))
-        if self.path.endswith("/chat/completions"):
-            content = body["messages"][-1]["content"]
-            if any(w in content for w in type(self).delay_for):
-                time.sleep(3)
-            data = {"choices": [{"message": {"content": "<think>ok</think> Grade: 4"}, "finish_reason": "stop"}]}
-        else:
-            data = {"choices": [{"index": i, "text": "3", "finish_reason": "length"}
-                                for i in range(len(body["prompt"]))]}
-        raw = json.dumps(data).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-        except BrokenPipeError:  # the client gave up at its timeout
-            pass
 
-    def log_message(self, *args):
-        pass
+def _respond(path: str, body: dict) -> dict:
+    if path.endswith("/chat/completions"):
+        if any(w in body["messages"][-1]["content"] for w in DELAY_FOR):
+            time.sleep(3)
+        return {"choices": [{"message": {"content": "<think>ok</think> Grade: 4"}, "finish_reason": "stop"}]}
+    return {"choices": [{"index": i, "text": "3", "finish_reason": "length"} for i in range(len(body["prompt"]))]}
 
 
 @pytest.fixture()
-def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Handler.seen.clear()
-    _Handler.delay_for = set()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+def fake():
+    DELAY_FOR.clear()
+    with fake_openai(_respond) as server:
+        yield server
 
 
-def test_project_judge_behind_an_endpoint_gets_token_ids_and_grade_tokens(endpoint, judge_dir):
+def test_project_judge_behind_an_endpoint_gets_token_ids_and_grade_tokens(fake, judge_dir):
     ckpt, tok, spec, refs = judge_dir
     enc = JudgePromptEncoder(tok, spec)
-    critic = JudgeCritic(endpoint=endpoint, model=str(ckpt), model_name="judge")
+    critic = JudgeCritic(endpoint=fake.url, model=str(ckpt), model_name="judge")
     reqs = [CritiqueRequest("a", refs[1].trace, refs[0].trace), CritiqueRequest("b", "garbage", refs[1].trace)]
     assert [(g.grade, g.status) for g in critic.grade(reqs)] == [(3, "ok"), (3, "ok")]
-    (path, body), = _Handler.seen
+    (path, body), = fake.seen
     assert path == "/v1/completions" and body["model"] == "judge"
     assert body["prompt"] == [enc.encode(r.reference, r.trace) for r in reqs]  # the training ids, not text
     assert body["allowed_token_ids"] == list(spec.grade_ids) and body["max_tokens"] == 1 and body["temperature"] == 0
 
 
-def test_reasoning_chat_text_prompt_and_per_sample_timeouts(endpoint, judge_dir):
+def test_reasoning_chat_text_prompt_and_per_sample_timeouts(fake, judge_dir):
     ckpt, tok, spec, refs = judge_dir
     enc = JudgePromptEncoder(tok, spec)
-    _Handler.delay_for = {"SLOW"}
-    critic = JudgeCritic(endpoint=endpoint, model=str(ckpt), api="chat", answer="reasoning", timeout_s=1.0)
+    DELAY_FOR.add("SLOW")
+    critic = JudgeCritic(endpoint=fake.url, model=str(ckpt), api="chat", answer="reasoning", timeout_s=1.0)
     reqs = [CritiqueRequest("a", refs[1].trace, refs[0].trace),
             CritiqueRequest("b", "SLOW " + refs[2].trace, refs[2].trace)]
     grades = critic.grade(reqs)
     assert [(g.grade, g.status) for g in grades] == [(4, "ok"), (None, "timeout")]
     assert grades[0].details["judge_rationale"] == "ok" and "timeout_s=1.0" in grades[1].rationale
-    body = next(b for _, b in _Handler.seen if "SLOW" not in b["messages"][0]["content"])
+    body = next(b for _, b in fake.seen if "SLOW" not in b["messages"][0]["content"])
     assert body["messages"] == [{"role": "user", "content": enc.text(reqs[0].reference, reqs[0].trace, True)}]
     assert "allowed_token_ids" not in body and (
         body["max_tokens"] == context_length(ckpt) - len(enc.encode(reqs[0].reference, reqs[0].trace, True)))
@@ -165,15 +140,15 @@ def test_reasoning_chat_text_prompt_and_per_sample_timeouts(endpoint, judge_dir)
     scen = synthetic_scenarios(2, seed=2)
     comps = [Completion(scen[0].scenario_id, 0, scen[0].coc_trace, None),
              Completion(scen[1].scenario_id, 0, "SLOW " + scen[1].coc_trace, None)]
-    out = reasoning_critic(comps, scen, backend="judge", endpoint=endpoint, model=str(ckpt), api="chat",
+    out = reasoning_critic(comps, scen, backend="judge", endpoint=fake.url, model=str(ckpt), api="chat",
                            answer="reasoning", timeout_s=1.0)
     assert [(r.status, r.value) for r in out] == [("ok", 0.8), ("timeout", 0.0)]
     assert "no answer within timeout_s" in out[1].info["error"]
 
 
-def test_foreign_reasoning_model_gets_the_rubric_and_a_cut_off_answer_is_named(endpoint):
-    critic = JudgeCritic(endpoint=endpoint, answer="reasoning", max_tokens=64)
+def test_foreign_reasoning_model_gets_the_rubric_and_a_cut_off_answer_is_named(fake):
+    critic = JudgeCritic(endpoint=fake.url, answer="reasoning", max_tokens=64)
     g, = critic.grade([CritiqueRequest("a", "I will stop.", "I will stop.")])
     assert (g.grade, g.status) == (3, "ok")  # a bare last digit, though the server said finish_reason length
-    (_, body), = _Handler.seen
+    (_, body), = fake.seen
     assert "end your answer with a last line of the form 'Grade: N'" in body["prompt"][0] and body["max_tokens"] == 64
