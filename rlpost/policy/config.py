@@ -56,8 +56,13 @@ class ModelConfig(StrictModel):
         "tiny", description="size preset of the random-init Qwen2 backbone; None when `path` is set")
     path: str | None = Field(
         None,
-        description="local HF causal-LM directory to start from instead of a preset (GPU use; not exercised in CI)",
+        description="local HF causal-LM folder (config.json, weights, its own tokenizer) to start from instead of a "
+                    "preset; its tokenizer is extended with the policy's tokens and its embeddings resized, a tied "
+                    "head stays tied (CI: Llama, Qwen3, Gemma3; README 'Bring your own model')",
     )
+    vocab_multiple: int = Field(
+        64, ge=1, description="model.path only: resized embedding rows are rounded up to a multiple of this "
+                              "(rows past the tokenizer are never sampled)")
     num_bins: int = Field(
         256, ge=8, le=4096,
         description="trajectory bins per control channel (AR1: 3000; tiny CPU models want far fewer)",

@@ -2,9 +2,12 @@
 
 - :func:`build_tokenizer`: the policy tokenizer from a trace corpus (CoC wording tables + dataset traces).
 - :func:`build_backbone`: a random-init Qwen2 causal LM from a size preset (``tiny`` for CI, ``small`` for a
-  laptop run), untied embeddings (``save_pretrained`` would drop a tied ``lm_head``), or — for GPU use — any local HF
-  causal-LM directory (``ModelConfig.path``): its tokenizer is extended with the policy's special, scene and bin
-  tokens and its embeddings resized (documented; not exercised in CI).
+  laptop run), untied embeddings, or any local HF causal-LM folder (``ModelConfig.path``, "bring your own model"):
+  its own tokenizer extended with the policy's special, scene and bin tokens, its embeddings resized, a tied head
+  kept tied (see :func:`load_base_model`). Tested with Llama, Qwen3 and Gemma3 checkpoints
+  (tests/integration/test_byo_models.py).
+- :func:`check_model_path`: the ``UserError`` a run gets for a missing folder, a tokenizer-less folder or an
+  architecture transformers cannot load as a causal LM (vLLM's side: ``rlpost.policy.vllm_engine.make_llm``).
 - :class:`PolicyModel`: backbone + optional flow expert; ``forward`` returns the CE losses (trace, trajectory) and
   the flow loss computed on the backbone's *detached* prefix states.
 - :func:`save_policy` / :func:`load_policy`: ``save_pretrained`` + tokenizer + ``phase_rules.json`` +
@@ -20,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlpost.common.errors import MissingPathError, UserError
 from rlpost.policy.config import SIZE_PRESETS, ModelConfig
 from rlpost.policy.constraints import PhaseRules
 from rlpost.policy.expert import EXPERT_DIR, FlowActionExpert
@@ -61,22 +65,90 @@ def wording_corpus() -> list[str]:
 def build_tokenizer(cfg: ModelConfig, traces: list[str] = ()) -> PolicyTokenizer:
     """The policy tokenizer for ``cfg`` with a trace vocabulary from ``traces`` plus :func:`wording_corpus`."""
     if cfg.path is not None:
-        return PolicyTokenizer.extend(cfg.path, scene_vocabulary(), cfg.num_bins, cfg.accel_range, cfg.curvature_range)
+        check_model_path(cfg.path)
+        tok = PolicyTokenizer.extend(cfg.path, scene_vocabulary(), cfg.num_bins, cfg.accel_range,
+                                     cfg.curvature_range)
+        # The policy encodes with `tokenizers`, vLLM with transformers: a tokenizer class that rebuilds its pipeline
+        # differently from what extend() started from would silently shift ids between them. Refuse it now.
+        probe = [" ".join(traces[:4]) if traces else "", *wording_corpus()[:8], "<v3><tl_red><|cot_start|> Stop"
+                 " now, 12 m.<|cot_end|><|traj_start|><A1><K2><|traj_end|>"]
+        bad = tok.transformers_mismatches(cfg.path, [t for t in probe if t])
+        if bad:
+            raise UserError(f"model.path: the extended tokenizer of {cfg.path} encodes differently once reloaded by "
+                            f"transformers (first: {bad[0][:60]!r}); its tokenizer_config.json's tokenizer_class "
+                            "rebuilds another pipeline than its tokenizer.json: fix the class or the file")
+        return tok
     corpus = list(traces) + wording_corpus() + ["left right Left Right . , : ; ( ) - ' 0 1 2 3 4 5 6 7 8 9 m s"]
     return PolicyTokenizer.build(scene_vocabulary(), corpus, cfg.num_bins, cfg.accel_range, cfg.curvature_range)
 
 
+def check_model_path(path: str, field: str = "model.path") -> None:
+    """Raise a :class:`UserError` naming ``field`` unless ``path`` is a local HF causal-LM folder with a tokenizer.
+
+    Runs before any training (``run_sft``, ``RunConfig.preflight``) so a typo does not cost a minute of start-up
+    and is not mistaken for a hub repo id (there is no hub here). Whether vLLM serves the architecture is checked
+    when an engine starts (``make_llm``): importing vLLM's registry takes seconds to a minute on these machines.
+    """
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        why = "does not exist" if not folder.exists() else "has no config.json"
+        raise MissingPathError(f"{field}: {str(path)!r} {why}; give a local Hugging Face causal-LM folder (config.json,"
+                               " weights, tokenizer.json) as written by save_pretrained; models are not downloaded")
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise MissingPathError(f"{field}: {str(path)!r} has no tokenizer; save the model's own tokenizer beside it "
+                               "(tokenizer.save_pretrained(folder): tokenizer.json + tokenizer_config.json)")
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (ValueError, KeyError, OSError) as exc:
+        why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise UserError(f"{field}: transformers cannot read {folder / 'config.json'} ({why}); give a causal LM "
+                        "of a model type the installed transformers knows") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "no architectures"
+        raise UserError(f"{field}: {str(path)!r} is a {config.model_type!r} model ({archs}), not a causal LM that "
+                        "AutoModelForCausalLM loads; give a decoder-only language model (tested: LlamaForCausalLM, "
+                        "Qwen3ForCausalLM, Gemma3ForCausalLM)")
+
+
+def load_base_model(cfg: ModelConfig, tok: PolicyTokenizer) -> nn.Module:
+    """``cfg.path``'s causal LM, resized to ``tok``'s vocabulary and set to the policy's EOS / padding.
+
+    - Rows: the embedding (and an untied head) grows to ``tok.vocab_size`` rounded up to ``cfg.vocab_multiple``
+      (new rows start at the old rows' mean, transformers' ``mean_resizing``). A model whose rows already cover
+      the tokenizer (checkpoints often pad their vocabulary) is left as is. Rows past the tokenizer are never
+      sampled: the phase masks forbid every id they do not list.
+    - A tied head stays tied (Gemma3 and small Qwen3s tie). Untying would double a large vocabulary's parameters
+      (Gemma 3 270M: 168M of its 268M are the embedding) and train a different model than the one given; the tie
+      costs nothing downstream: ``save_pretrained`` writes the embedding once and ``tie_word_embeddings`` re-ties
+      on load (transformers and vLLM), and the weight sync sends ``named_parameters()``, where the shared tensor
+      appears once under the embedding's name, which vLLM's tied models load into their one embedding/head.
+      The loop's log-prob probe checks after every sync that the engine's head followed.
+    - EOS is ``<|traj_end|>`` and padding ``<|pad|>`` (the base's own ``<eos>``/``<|im_end|>`` would otherwise stop
+      HF generation mid-trace); no BOS is prepended anywhere (prompts are scene tokens, the same in HF and vLLM).
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
+    if model.config.max_position_embeddings < cfg.max_position_embeddings:
+        raise UserError(f"model.max_position_embeddings: {cfg.max_position_embeddings} exceeds the context of "
+                        f"{cfg.path} ({model.config.max_position_embeddings}); lower it (and max_prompt_tokens / "
+                        "max_trace_tokens)")
+    if model.get_input_embeddings().weight.shape[0] < tok.vocab_size:
+        model.resize_token_embeddings(tok.vocab_size, pad_to_multiple_of=cfg.vocab_multiple, mean_resizing=True)
+    for config in (model.config, model.generation_config):
+        config.eos_token_id, config.pad_token_id, config.bos_token_id = tok.id(TRAJ_END), tok.id(PAD), None
+    return model
+
+
 def build_backbone(cfg: ModelConfig, tok: PolicyTokenizer) -> nn.Module:
     """A causal LM for ``tok``: random-init Qwen2 from ``cfg.size``, or ``cfg.path`` resized to the vocabulary."""
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if cfg.path is not None:
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
-        if model.get_input_embeddings().weight.shape[0] < tok.vocab_size:
-            model.resize_token_embeddings(tok.vocab_size)
-        model.config.eos_token_id = tok.id(TRAJ_END)
-        model.config.pad_token_id = tok.id(PAD)
-        return model
+        return load_base_model(cfg, tok)
     preset = SIZE_PRESETS[cfg.size]
     config = Qwen2Config(
         vocab_size=tok.vocab_size, max_position_embeddings=cfg.max_position_embeddings, rope_theta=cfg.rope_theta,

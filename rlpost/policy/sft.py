@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpost.common.errors import UserError, require_checkpoint
+from rlpost.common.errors import UserError
 from rlpost.policy.config import ModelConfig, SFTConfig
 from rlpost.policy.data import batches, build_example, collate, pad_id
-from rlpost.policy.model import Policy, PolicyModel, new_policy, save_policy
+from rlpost.policy.model import Policy, PolicyModel, check_model_path, new_policy, save_policy
 from rlpost.policy.supervised import Optimisation, train_supervised
 
 
@@ -63,7 +63,7 @@ def run_sft(model_cfg: ModelConfig, cfg: SFTConfig, train=None, val=None, policy
     from rlpost.common.runtime import configure_cpu_runtime
 
     if model_cfg.path is not None:
-        require_checkpoint(model_cfg.path, "model.path")
+        check_model_path(model_cfg.path)
     configure_cpu_runtime(threads=cfg.threads)
     t_start = time.time()
     if train is None or val is None:

@@ -84,7 +84,11 @@ class PolicyTokenizer:
         self.accel_ids = np.array([vocab[f"<A{i}>"] for i in range(num_bins)], dtype=np.int64)
         self.curv_ids = np.array([vocab[f"<K{i}>"] for i in range(num_bins)], dtype=np.int64)
         self.scene_ids = np.array([vocab[scene_token(w)] for w in self.scene_words], dtype=np.int64)
-        added = set(self.special_ids.values()) | set(self.accel_ids) | set(self.curv_ids) | set(self.scene_ids)
+        # A base model's own special tokens (``<bos>``, ``<|im_end|>``, ``<mask>`` ...; ``extend``) are no trace
+        # words: the trace phase must not emit them. A built tokenizer's only special tokens are the policy's six.
+        base_special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+        added = (base_special | set(self.special_ids.values()) | set(self.accel_ids) | set(self.curv_ids)
+                 | set(self.scene_ids))
         self.trace_ids = np.array(sorted(set(range(self.vocab_size)) - added), dtype=np.int64)  # the BPE vocabulary
         self._id_to_bin = np.full(self.vocab_size, -1, dtype=np.int64)
         self._id_to_bin[self.accel_ids] = np.arange(num_bins)
@@ -122,10 +126,23 @@ class PolicyTokenizer:
     @classmethod
     def extend(cls, base_dir: str | Path, scene_words: Iterable[str], num_bins: int,
                accel_range=(-5.0, 3.5), curvature_range=(-0.25, 0.25)) -> PolicyTokenizer:
-        """An HF model's own tokenizer (``base_dir/tokenizer.json``) plus the policy's special, scene and bin
-        tokens (GPU use with ``ModelConfig.path``); its whole original vocabulary counts as trace tokens."""
+        """An HF model's own tokenizer plus the policy's special, scene and bin tokens (``ModelConfig.path``); the
+        base vocabulary except its special tokens counts as trace tokens.
+
+        The base is the tokenizer *transformers* builds for ``base_dir`` (``AutoTokenizer``), not its raw
+        ``tokenizer.json``: transformers 5 rebuilds the pipeline of many classes (``GemmaTokenizer``,
+        ``Qwen2Tokenizer`` ...) around the saved vocabulary and may add tokens (``GemmaTokenizer`` adds ``<mask>``),
+        and vLLM tokenizes through transformers. Starting from that pipeline, the saved policy tokenizer reloads
+        under the same class to the same ids (:meth:`transformers_mismatches` checks it)."""
+        from transformers import AutoTokenizer
+
         base = Path(base_dir)
-        tk = Tokenizer.from_file(str(base / "tokenizer.json"))
+        hf = AutoTokenizer.from_pretrained(str(base))
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is None:
+            raise ValueError(f"{base}: transformers loads its tokenizer as {type(hf).__name__}, which has no "
+                             "`tokenizers` backend; save a fast tokenizer (tokenizer.json) with the model")
+        tk = Tokenizer.from_str(backend.to_str())
         scene = list(dict.fromkeys(scene_words))
         tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
         added = ([scene_token(w) for w in scene] + [f"<A{i}>" for i in range(num_bins)]
@@ -135,6 +152,22 @@ class PolicyTokenizer:
         if (base / "tokenizer_config.json").exists():
             cls_name = json.loads((base / "tokenizer_config.json").read_text()).get("tokenizer_class") or cls_name
         return cls(tk, scene, num_bins, accel_range, curvature_range, cls_name)
+
+    def transformers_mismatches(self, config_dir: str | Path, texts: Sequence[str]) -> list[str]:
+        """The ``texts`` that ``AutoTokenizer`` encodes to other ids than this tokenizer once saved beside
+        ``config_dir``'s ``config.json`` (transformers picks some tokenizer classes by the model type). Empty when
+        transformers, and so vLLM, agree with the policy on every id."""
+        import shutil
+        import tempfile
+
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save(tmp)
+            if (Path(config_dir) / "config.json").is_file():
+                shutil.copy2(Path(config_dir) / "config.json", Path(tmp) / "config.json")
+            hf = AutoTokenizer.from_pretrained(tmp)
+            return [t for t in texts if hf.encode(t, add_special_tokens=False) != self.encode(t)]
 
     def save(self, directory: str | Path) -> None:
         """Write the files transformers and vLLM load (``AutoTokenizer.from_pretrained(dir)``)."""

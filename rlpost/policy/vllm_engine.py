@@ -85,12 +85,69 @@ def make_llm(ckpt: str | Path, max_model_len: int | None = None, seed: int = 0, 
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM
 
+    check_vllm_architecture(ckpt)
     if max_model_len is None:
-        import json
-
-        max_model_len = json.loads((Path(ckpt) / "config.json").read_text())["max_position_embeddings"]
+        max_model_len = context_length(ckpt)
     return LLM(model=str(ckpt), dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed,
                logits_processors=[VLLMPhaseLogitsProcessor], **kwargs)
+
+
+def context_length(ckpt: str | Path) -> int:
+    """The engine's ``max_model_len``: the backbone's context, capped at the policy's own
+    (``rlpost_model.json``'s ``max_position_embeddings``) when the checkpoint is a policy. A model from
+    ``model.path`` keeps its native context in config.json (e.g. 32k for Gemma 3 270M), and vLLM refuses to start
+    when its KV cache (``VLLM_CPU_KVCACHE_SPACE``) cannot hold one sequence of that length."""
+    import json
+
+    d = Path(ckpt)
+    native = int(json.loads((d / "config.json").read_text())["max_position_embeddings"])
+    if (d / "rlpost_model.json").is_file():
+        return min(native, int(json.loads((d / "rlpost_model.json").read_text())["max_position_embeddings"]))
+    return native
+
+
+def check_vllm_architecture(ckpt: str | Path) -> None:
+    """A ``UserError`` naming ``model.path`` when the installed vLLM cannot serve the checkpoint's architecture
+    (otherwise vLLM fails deep inside its start-up, or falls back to a slow transformers backend)."""
+    import json
+
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    from rlpost.common.errors import UserError
+
+    archs = json.loads((Path(ckpt) / "config.json").read_text()).get("architectures") or []
+    supported = set(ModelRegistry.get_supported_archs())
+    if not any(a in supported for a in archs):
+        import vllm
+
+        raise UserError(f"model.path: {ckpt} is a {', '.join(archs) or 'model without architectures'}, which vLLM "
+                        f"{vllm.__version__} does not serve; start from a causal LM it supports (tested: "
+                        "LlamaForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM)")
+
+
+def repack_tied_head(worker) -> bool:
+    """Run with ``llm.collective_rpc(repack_tied_head)`` after ``reload_weights``: re-derive a tied LM head's
+    kernel weights from the (reloaded) embedding. Returns whether the engine's head is tied (and was repacked).
+
+    Why: vLLM's layer-wise reload restores every layer from its kept tensors and re-processes only the layers it
+    received weights for. A tied model sends its shared matrix once, as the embedding (``lm_head.weight`` is skipped
+    by the model's loader), so the head layer counts as "not loaded": its parameter is the shared one and does hold
+    the new values, but the CPU backend's prepacked GEMM weight (``dispatch_cpu_unquantized_gemm``, built by the
+    head's ``process_weights_after_loading``) is the old one, and the head keeps scoring with the old matrix
+    (measured: probe gap 9.7 on a tiny Qwen3, 8e-6 after this). Re-running the head's processing repacks it; on
+    GPU the unquantized method has nothing to repack and this is a no-op. Quantized heads are left alone (their
+    processing need not be idempotent); the loop's log-prob probe still checks every sync."""
+    runner = worker.model_runner
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+    head = getattr(model, "lm_head", None)
+    weight = getattr(head, "weight", None)
+    # Tied = another module (the embedding) holds the very same parameter; vLLM's get_input_embeddings takes ids.
+    if weight is None or not any(m is not head and getattr(m, "weight", None) is weight for m in model.modules()):
+        return False
+    if type(head.quant_method).__name__ != "UnquantizedEmbeddingMethod":
+        return False
+    head.quant_method.process_weights_after_loading(head)
+    return True
 
 
 def sampling_params(max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,

@@ -174,6 +174,14 @@ class RunConfig(StrictModel):
             problems.append(f"learner.expert: 'flow' trains the action expert, but {self.init_checkpoint!r} has none "
                             "(action_expert/); use a checkpoint from SFT with model.expert.enabled=true, or set "
                             "learner.expert=frozen")
+        if self.init_checkpoint is None and self.model.path is not None:  # the SFT stage starts from it
+            from rlpost.common.errors import UserError
+            from rlpost.policy.model import check_model_path
+
+            try:
+                check_model_path(self.model.path)
+            except UserError as exc:
+                problems.append(str(exc))
         if need_data and not Path(self.data.path).exists():
             problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
                             f"{self.data.path}` or run `rlpost demo`, which builds it")

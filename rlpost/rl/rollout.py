@@ -157,6 +157,9 @@ class RolloutEngine:
             with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
                 save_file(dict(message.named_tensors()), str(Path(tmp) / "model.safetensors"))
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": tmp})
+        from rlpost.policy.vllm_engine import repack_tied_head
+
+        self.llm.collective_rpc(repack_tied_head)  # a tied head keeps its old kernel weights otherwise (see there)
         self.llm.reset_prefix_cache()
         self.version = message.version
         return {"version": self.version, "sync_ms": 1000 * (time.perf_counter() - t0), "bytes": message.num_bytes}

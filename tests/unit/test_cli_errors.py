@@ -43,6 +43,7 @@ def _fails(capsys, argv: list[str], *culprits: str) -> str:
     (["train", TINY, "trainer.stepz=3"], ["trainer.stepz"]),
     (["train", "/nonexistent/run.yaml"], ["/nonexistent/run.yaml"]),
     (["train", TINY, "init_checkpoint=/nonexistent/ckpt"], ["init_checkpoint", "/nonexistent/ckpt"]),
+    (["train", TINY, "model.size=null", "model.path=/nonexistent/hf"], ["model.path", "/nonexistent/hf"]),
     (["train", TINY, f"redis_url={DEAD_REDIS}"], ["redis_url", DEAD_REDIS, "redis_url: null"]),
     (["demo", "trainer.steps=0"], ["trainer.steps"]),
     (["demo", TINY, f"redis_url={DEAD_REDIS}"], ["redis_url", DEAD_REDIS]),
