@@ -43,7 +43,8 @@ def load_run(run_dir: Path) -> dict:
             rounds.setdefault(row["round"], []).append(row)
     train_wall = sum(r[M.STEP_S] for r in train)
     curation_wall = last.get(M.CURATION_WALL_S, 0.0)
-    return {"evals": evals, "train": train, "rounds": rounds,
+    seed = run_dir.name.rpartition("seed")[2]
+    return {"seed": int(seed) if seed.isdigit() else run_dir.name, "evals": evals, "train": train, "rounds": rounds,
             "token_share": last.get(M.CURATION_TOKEN_SHARE, 0.0),
             "recuration_share": last.get(M.CURATION_RECURATION_SHARE, 0.0),
             "curation_wall_s": curation_wall, "wall_share": curation_wall / max(train_wall + curation_wall, 1e-9)}
@@ -67,6 +68,14 @@ def _fmt(mean: float, half: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(half) else f"{mean:.{digits}f}"
 
 
+def _paired(a: list[dict], b: list[dict], key: str) -> dict[str, float]:
+    """``paired_difference`` of the final ``key`` over the seeds both arms finished (runs carry their seed)."""
+    fa = {run["seed"]: v for run, v in zip(a, _finals(a, key))}
+    fb = {run["seed"]: v for run, v in zip(b, _finals(b, key))}
+    common = sorted(set(fa) & set(fb))
+    return paired_difference([fa[s] for s in common], [fb[s] for s in common])
+
+
 def _finals(seeds: list[dict], key: str) -> list[float]:
     return [run["evals"][-1].get(key, np.nan) if run["evals"] else np.nan for run in seeds]
 
@@ -75,7 +84,7 @@ def verdict(loaded: dict[str, list[dict]]) -> str:
     """One sentence on online vs offline: a difference whose 95 % interval excludes 0, or the power statement."""
     if not {"offline", "online-amortised"} <= set(loaded):
         return "Online vs offline: not in this study."
-    d = paired_difference(_finals(loaded["online-amortised"], REWARD), _finals(loaded["offline"], REWARD))
+    d = _paired(loaded["online-amortised"], loaded["offline"], REWARD)
     what = (f"online-amortised minus offline final held-out reward = {d['mean']:+.3f} "
             f"(95 % CI [{d['lo']:+.3f}, {d['hi']:+.3f}], {d['n']} paired seeds)")
     if d["n"] >= 2 and (d["lo"] > 0 or d["hi"] < 0):
@@ -84,9 +93,11 @@ def verdict(loaded: dict[str, list[dict]]) -> str:
             f"difference of ±{d['mde']:.3f} or more with 80 % power (two-sided, α = 0.05), not smaller.")
 
 
-def write_study_report(study_dir: Path, runs: dict[str, list[Path]], audits: list[Path] = ()) -> Path:
+def write_study_report(study_dir: Path, runs: dict[str, list[Path]], audits: list[Path] = (),
+                       planned_seeds: int | None = None) -> Path:
     """``runs``: arm name -> run folders (index = seed); ``audits``: online-amortised runs with a full uncharged
-    re-score per round. Writes ``report.md`` + ``curves.png`` into study_dir."""
+    re-score per round; ``planned_seeds``: the study's seeds (an interim report says how many are finished).
+    Writes ``report.md`` + ``curves.png`` into study_dir."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +105,10 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]], audits: lis
 
     loaded = {arm: [load_run(p) for p in paths] for arm, paths in runs.items() if paths}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    lines = ["# Curation study: none / random / offline / online-full / online-amortised", "",
+    done = min((len(seeds) for seeds in loaded.values()), default=0)
+    interim = ([f"**Interim report: {done} of {planned_seeds} seeds finished for every arm** (the study resumes with "
+                "the same command; finished runs are kept).", ""] if planned_seeds and done < planned_seeds else [])
+    lines = ["# Curation study: none / random / offline / online-full / online-amortised", "", *interim,
              f"**Answer.** {verdict(loaded)}", "",
              "Final held-out metrics (mean ± 95 % t-interval across seeds); curation cost as a share of all generated "
              "tokens (re-curation: rounds after the one-off scoring of the pool at step 0) and of wall time.", "",
@@ -129,7 +143,7 @@ def write_study_report(study_dir: Path, runs: dict[str, list[Path]], audits: lis
     for a, b in COMPARISONS:
         if a in loaded and b in loaded:
             for label, key in (("reward", REWARD), ("consistency", CONSISTENCY)):
-                d = paired_difference(_finals(loaded[a], key), _finals(loaded[b], key))
+                d = _paired(loaded[a], loaded[b], key)
                 lines.append(f"| {a} − {b} | {label} | {d['n']} | {d['mean']:+.3f} | [{d['lo']:+.3f}, {d['hi']:+.3f}] "
                              f"| {d['mde']:.3f} |")
     lines += _staleness_section(loaded) + _amortised_section(loaded.get("online-amortised", []), "")
@@ -150,8 +164,9 @@ def _staleness_section(loaded: dict) -> list[str]:
            "| online arm | step | Jaccard overlap | Spearman of scores |", "|---|---|---|---|"]
     for arm in ("online-full", "online-amortised"):
         per_step: dict[int, list] = {}
-        for off, on in zip(loaded["offline"], loaded.get(arm, [])):
-            for row in selection_staleness(off, on):
+        offline = {run["seed"]: run for run in loaded["offline"]}
+        for on in loaded.get(arm, []):
+            for row in selection_staleness(offline[on["seed"]], on) if on["seed"] in offline else []:
                 per_step.setdefault(row["step"], []).append(row)
         for step, rows in sorted(per_step.items()):
             out.append(f"| {arm} | {step} | {_fmt(*mean_ci([r['jaccard'] for r in rows]), 2)} | "

@@ -62,7 +62,7 @@ def run_curation_study(configs: list[str], seeds: int, out: str, overrides: list
             if c.scored:
                 round0.setdefault(key, run_dir)
     audits = [run_dir for _, _, run_dir, audit in jobs if audit and _finished(run_dir)]
-    report = write_study_report(study, runs, audits)
+    report = write_study_report(study, runs, audits, planned_seeds=seeds)
     log(f"[study] {len(arms)} arms x {seeds} seeds in {time.time() - t0:.0f} s; report {report}")
     return report
 

@@ -35,12 +35,12 @@ def fake_run(path, final_reward: float, selected_at: dict[int, list[str]], amort
 def test_report_pairs_seeds_and_plots_against_tokens(tmp_path):
     runs = {"offline": [], "online-amortised": [], "none": []}
     for seed, (off, on) in enumerate([(-4.0, -3.0), (-4.2, -3.1), (-3.9, -2.8)]):
-        fake_run(tmp_path / f"offline-{seed}", off, {0: ["a", "b"]})
-        fake_run(tmp_path / f"amortised-{seed}", on, {0: ["a", "b"], 1: ["c", "d"]}, amortised=True)
-        fake_run(tmp_path / f"none-{seed}", off - 0.5, {})
-        runs["offline"].append(tmp_path / f"offline-{seed}")
-        runs["online-amortised"].append(tmp_path / f"amortised-{seed}")
-        runs["none"].append(tmp_path / f"none-{seed}")
+        fake_run(tmp_path / f"offline-seed{seed}", off, {0: ["a", "b"]})
+        fake_run(tmp_path / f"amortised-seed{seed}", on, {0: ["a", "b"], 1: ["c", "d"]}, amortised=True)
+        fake_run(tmp_path / f"none-seed{seed}", off - 0.5, {})
+        runs["offline"].append(tmp_path / f"offline-seed{seed}")
+        runs["online-amortised"].append(tmp_path / f"amortised-seed{seed}")
+        runs["none"].append(tmp_path / f"none-seed{seed}")
     run = load_run(runs["online-amortised"][0])
     assert [e["tokens"] for e in run["evals"]] == [0, 300]  # before: nothing yet; after: 200 training + 100 curation
     text = write_study_report(tmp_path, runs).read_text()
@@ -49,6 +49,11 @@ def test_report_pairs_seeds_and_plots_against_tokens(tmp_path):
     assert "| online-amortised | 1 | 0.00 ± 0.00 | -1.00 ± 0.00 |" in text  # disjoint picks, reversed ranking
     assert "| 1 | 3.00 | – | – | 1.50 | – | – | – |" in text  # the amortised round's scalars
     assert (tmp_path / "curves.png").stat().st_size > 0
+    # An interim report pairs only the seeds both arms finished, and says so.
+    runs["none"] = runs["none"][:2]
+    text = write_study_report(tmp_path, runs, planned_seeds=5).read_text()
+    assert "Interim report: 2 of 5 seeds finished for every arm" in text
+    assert "| online-amortised − offline | reward | 3 |" in text and "| offline − none | reward | 2 |" in text
 
 
 def test_verdict_gives_the_power_statement_when_arms_overlap(tmp_path):
@@ -56,7 +61,7 @@ def test_verdict_gives_the_power_statement_when_arms_overlap(tmp_path):
     loaded = {"offline": [], "online-amortised": []}
     for seed in range(5):
         for arm in loaded:
-            fake_run(tmp_path / f"{arm}-{seed}", -4.0 + rng.normal(0, 0.5), {0: ["a"]})
-            loaded[arm].append(load_run(tmp_path / f"{arm}-{seed}"))
+            fake_run(tmp_path / f"{arm}-seed{seed}", -4.0 + rng.normal(0, 0.5), {0: ["a"]})
+            loaded[arm].append(load_run(tmp_path / f"{arm}-seed{seed}"))
     text = verdict(loaded)
     assert text.startswith("Online vs offline cannot be separated here") and "with 80 % power" in text
