@@ -40,9 +40,27 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     configure_cpu_runtime(1)
+    if args.dry_run:
+        return _dry_run(cfg)
     prep = prepare(cfg)
     summary = train(cfg, prep.checkpoint, prep.pool, prep.held_out)
     print(f"report: {write_report(cfg.out, summary, {'config': args.config or 'defaults'})}")
+    return 0
+
+
+def _dry_run(cfg) -> int:
+    """Reserve the placement of every actor on the configured Ray, print where each one goes, release it."""
+    from rlpost.actors.placement import dry_run
+
+    plan = dry_run(cfg)
+    print(f"rlpost train --dry-run: {cfg.name} on the Ray at {plan['address']} ({len(plan['nodes'])} nodes)")
+    print(f"{'actor':<12} {'node':<10} {'address':<16} resources")
+    for row in plan["actors"]:
+        resources = " ".join(f"{k}={v:g}" for k, v in row["resources"].items())
+        print(f"{row['role'] + ':' + str(row['index']):<12} {(row['node_id'] or '?')[:8]:<10} "
+              f"{row['node_ip'] or '?':<16} {resources}")
+    print("reward worker, curator: no reservation (0 CPU / curation.num_cpus), any node with room")
+    print("placement fits; reserved and released. Not checked: data, checkpoint, Redis, shared storage")
     return 0
 
 
@@ -85,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("config", nargs="?", default=None, help="YAML run config (default: the embedded tiny config)")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=5 learner.lr=1e-4")
-        cmd.set_defaults(func=func)
+        cmd.set_defaults(func=func, dry_run=False)
+        if name == "train":
+            cmd.add_argument("--dry-run", action="store_true",
+                             help="reserve the placement on the configured Ray, print the node and resources of "
+                                  "every actor, release it and exit")
     exp = sub.add_parser("experiment", help="analyst experiments").add_subparsers(dest="experiment", required=True)
     cur = exp.add_parser("curation", help="none / random / offline / online curation from one SFT checkpoint")
     cur.add_argument("configs", nargs="+", help="one run config per arm, e.g. configs/curation/*.yaml")
