@@ -64,6 +64,43 @@ def _dry_run(cfg) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """Print a run's live state from Redis: step, policy version, restarts, curation round, last step time, and
+    where each actor runs."""
+    import datetime
+    import json
+    import os
+
+    import redis
+
+    from rlpost.common.errors import UnreachableServiceError
+    from rlpost.storage.local_redis import URL_ENV
+    from rlpost.storage.store import read_run_state
+
+    url = args.redis_url or os.environ.get(URL_ENV)
+    if not url:
+        raise UnreachableServiceError(f"rlpost status: give the run's Redis with --redis-url (or {URL_ENV})")
+    try:
+        state = read_run_state(url, args.run)
+    except redis.RedisError as exc:
+        raise UnreachableServiceError(f"--redis-url: no Redis answers at {url} ({exc})") from None
+    except LookupError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(state, indent=1))
+        return 0
+    beat = state.get("heartbeat")
+    age = f"{datetime.datetime.now().timestamp() - beat:.0f} s ago" if beat else "never"
+    print(f"run {args.run}: {state.get('status', '?')} at step {state.get('step', '-')}, policy version "
+          f"{state.get('version', '-')}, curation round {state.get('curation_round', '-')}, last step "
+          f"{state.get('step_s', float('nan')):.1f} s, heartbeat {age}")
+    print("restarts: " + " ".join(f"{k}={v}" for k, v in (state.get("restarts") or {}).items()))
+    for name, where in sorted((state.get("roles") or {}).items()):
+        print(f"  {name:<10} node {where['node_id'][:8]} {where['node_ip']:<15} pid {where['pid']:<8} "
+              f"{where['state'].lower()} restarts {where['restarts']}")
+    return 0
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from rlpost.apps.curation_study import run_curation_study
     from rlpost.common.runtime import configure_cpu_runtime
@@ -108,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--dry-run", action="store_true",
                              help="reserve the placement on the configured Ray, print the node and resources of "
                                   "every actor, release it and exit")
+    status = sub.add_parser("status", help="a run's live state from Redis (step, version, restarts, where each "
+                                           "actor runs)")
+    status.add_argument("run", help="the run's name (config `name`)")
+    status.add_argument("--redis-url", default=None, help="the run's Redis (default: $RLPOST_REDIS_URL)")
+    status.add_argument("--json", action="store_true", help="print the raw state as JSON")
+    status.set_defaults(func=_status)
     exp = sub.add_parser("experiment", help="analyst experiments").add_subparsers(dest="experiment", required=True)
     cur = exp.add_parser("curation", help="none / random / offline / online curation from one SFT checkpoint")
     cur.add_argument("configs", nargs="+", help="one run config per arm, e.g. configs/curation/*.yaml")
