@@ -16,6 +16,7 @@ from rlpost.actors.learner import LearnerGroup
 from rlpost.actors.placement import Placement, actor_environment, actor_location, connect_ray
 from rlpost.actors.reward import RewardClient
 from rlpost.actors.rollout import Pending, RolloutFleet
+from rlpost.actors.shared_storage import check_shared_storage
 from rlpost.actors.sync import sync_weights
 from rlpost.actors.telemetry import RunMetrics
 from rlpost.rl.config import RunConfig
@@ -32,6 +33,7 @@ class Cluster:
         self.learners = LearnerGroup(cfg, checkpoint, self.placement)
         self.fleet = RolloutFleet(cfg, checkpoint, self.placement)
         self.rewards = RewardClient(cfg, redis_url)
+        check_shared_storage(cfg.out, {f"learner:{r}": a for r, a in enumerate(self.learners.ranks)})
         self.curator: CuratorClient | None = None
         self.metrics = RunMetrics(cfg.name)
 
@@ -78,6 +80,7 @@ class Cluster:
 
     def start_curator(self, pool: list) -> CuratorClient:
         self.curator = CuratorClient(self.cfg, self.checkpoint, self.redis_url, pool)
+        check_shared_storage(self.cfg.out, {"curator:0": self.curator.actor})
         return self.curator
 
     def curate(self, step: int):

@@ -221,8 +221,9 @@ def _node_line(node: dict, free: bool = False) -> str:
     if free:
         # Ray has no public per-node view without the dashboard's state API, which a local Ray runs without.
         resources = ray._private.state.available_resources_per_node().get(node["id"], {})
-    shown = {k: round(v, 3) for k, v in sorted(resources.items()) if not k.startswith(("node:", "memory",
-                                                                                          "object_store"))}
+    # Placement groups show up as derived resources (<name>_group_<index>_<id>): what is left is the node's own.
+    shown = {k: round(v, 3) for k, v in sorted(resources.items())
+             if not k.startswith(("node:", "memory", "object_store")) and "_group_" not in k}
     labels = {k: v for k, v in node["labels"].items() if not k.startswith("ray.io/")}
     return f"{node['ip']} {node['id'][:8]} {shown}" + (f" labels {labels}" if labels else "")
 
