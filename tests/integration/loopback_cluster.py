@@ -29,6 +29,8 @@ COMMANDS = {
              "--resources=\"$RESOURCES\" $NODE_PORTS"),
     "worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --num-cpus=$NUM_CPUS "
                "--resources=\"$RESOURCES\" $NODE_PORTS"),
+    "gpu_worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --num-cpus=$NUM_CPUS "
+                   "--num-gpus=$NUM_GPUS --resources=\"$RESOURCES\" $NODE_PORTS"),
     "submit": ("ray job submit --address=http://127.0.0.1:$DASHBOARD_PORT --working-dir=. --submission-id=$JOB_ID "
                "--no-wait -- rlpost train configs/cluster_loopback.yaml $OVERRIDES"),
     "dry_run": "RAY_ADDRESS=127.0.0.1:$GCS_PORT rlpost train --dry-run $CONFIG $OVERRIDES",
@@ -98,8 +100,9 @@ class LoopbackCluster:
             raise RuntimeError(f"{command} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
         return out
 
-    def add_node(self, num_cpus: float, resources: dict, head: bool = False, extra_args: str = "") -> dict:
-        """Start a node (the head first) with its own ports; returns its record (ports, resources, node id)."""
+    def add_node(self, num_cpus: float, resources: dict, head: bool = False, num_gpus: int | None = None) -> dict:
+        """Start a node (the head first) with its own ports; returns its record (ports, resources, node id).
+        ``num_gpus`` declares GPUs the machine need not have (a plan check starts no actor on them)."""
         low, high = _free_range(12)
         node = {"node_manager_port": _free_port(), "resources": resources, "num_cpus": num_cpus}
         ports = (f"--node-manager-port={node['node_manager_port']} --object-manager-port={_free_port()} "
@@ -110,8 +113,9 @@ class LoopbackCluster:
             ports += f" --ray-client-server-port={_free_port()}"
         node["metrics_port"] = int(ports.split("--metrics-export-port=")[1].split()[0])
         known = {n["id"] for n in self.alive_nodes()} if self.nodes else set()
-        self.run("head" if head else "worker", timeout_s=180, NUM_CPUS=num_cpus, RESOURCES=json.dumps(resources),
-                 NODE_PORTS=(ports + " " + extra_args).strip())
+        command = "head" if head else ("gpu_worker" if num_gpus is not None else "worker")
+        self.run(command, timeout_s=180, NUM_CPUS=num_cpus, NUM_GPUS=num_gpus, RESOURCES=json.dumps(resources),
+                 NODE_PORTS=ports)
         node["raylet_pid"] = self._raylet_pid(node["node_manager_port"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
