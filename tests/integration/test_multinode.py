@@ -42,6 +42,22 @@ def _steps_logged(out: Path) -> set[int]:
     return {json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()}
 
 
+def _state(redis_url: str, name: str) -> dict | None:
+    from rlpost.storage.store import read_run_state
+
+    try:
+        return read_run_state(redis_url, name)
+    except LookupError:
+        return None
+
+
+def _scrape(node: dict, run: str) -> str | None:
+    """The node's Prometheus endpoint once it serves the run's reward gauge."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{node['metrics_port']}/metrics", timeout=10).read().decode()
+    return body if any(line.startswith("ray_rlpost_reward{") and f'run="{run}"' in line
+                       for line in body.splitlines()) else None
+
+
 def _until(predicate, what: str, timeout_s: float, poll_s: float = 0.2):
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -78,18 +94,20 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
 
         def chaos():
             try:
+                started = _until(lambda: (st := _state(redis_url, name)) and "roles" in st and st, "placement", 300)
+                events["placed_s"] = time.monotonic() - t_submit
+                events["roles_before"], events["actor_env"] = started["roles"], started["actor_env"]
+                # Nodes with room join while the run goes: a spare for the engine, a replacement learner node.
+                events["spare"] = cluster.add_node(1, {"rollout_node": 1})
+                events["new_learner_node"] = cluster.add_node(2, {"learner_node": 2})
                 _until(lambda: 0 in _steps_logged(out), "step 0", 300)
                 events["first_step_s"] = time.monotonic() - t_submit
-                events["roles_before"] = read_run_state(redis_url, name)["roles"]
-                events["actor_env"] = read_run_state(redis_url, name)["actor_env"]
-                events["prometheus"] = urllib.request.urlopen(
-                    f"http://127.0.0.1:{head['metrics_port']}/metrics", timeout=10).read().decode()
                 cluster.kill_node(rollout_node)
                 t_kill = time.monotonic()
-                events["spare"] = cluster.add_node(1, {"rollout_node": 1})
+                events["prometheus"] = _until(lambda: _scrape(head, name), "run metrics in Prometheus", 60, 0.5)
                 _until(lambda: 1 in _steps_logged(out), "step 1 after the rollout node died", 300)
                 events["rollout_recovery_s"] = time.monotonic() - t_kill
-                events["roles_after"] = read_run_state(redis_url, name)["roles"]
+                events["roles_after"] = _state(redis_url, name)["roles"]
                 _until(lambda: (out / "checkpoints" / "latest").exists() and
                        (out / "checkpoints" / "latest").read_text().strip() == "global_step2",
                        "step-1 checkpoint", 120)
@@ -108,8 +126,8 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
         assert "rollout worker 0: died; waiting up to 180 s" in logs1
         assert "rerun the same command to resume" in logs1
 
-        # Job 2: the same submission once a node with room for the learner joined: resumes from the checkpoint.
-        new_learner_node = cluster.add_node(2, {"learner_node": 2})
+        # Job 2: the same submission, a node with room for the learner having joined: resumes from the checkpoint.
+        new_learner_node = events["new_learner_node"]
         t_resubmit = time.monotonic()
         cluster.run("submit", JOB_ID=f"{name}-2", OVERRIDES=overrides)
         status2 = _until(lambda: (s := client.get_job_status(f"{name}-2")).is_terminal() and s, "job 2", 300, 1)
@@ -148,16 +166,15 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
         assert metrics[1]["restarts/rollout"] >= 1
 
         # The loop's scalars reached Prometheus through Ray's metrics agent on the driver's node.
-        assert "ray_rlpost_reward{" in events["prometheus"] and f'run="{name}"' in events["prometheus"]
+        assert "# TYPE ray_rlpost_reward gauge" in events["prometheus"]
 
         status = subprocess.run([sys.executable, "-m", "rlpost.cli", "status", name, "--redis-url", redis_url],
                                 cwd=REPO, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
         assert f"run {name}: finished at step {STEPS}" in status.stdout
         assert f"learner:0   node {new_learner_node['id'][:8]}" in status.stdout
-        events["total_s"] = time.monotonic() - t_start
-        print("measured:", {k: (round(v, 1) if isinstance(v, float) else v) for k, v in events.items()
-                            if k.endswith("_s")})
     finally:
+        events["total_s"] = time.monotonic() - t_start
+        print("measured:", {k: round(v, 1) for k, v in events.items() if k.endswith("_s")})
         cluster.stop()
     assert not cluster.processes()  # nothing the test started is left
