@@ -13,7 +13,7 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rlpost.actors.common import ActorCallError, actor_env, set_deployment_env, wait
+from rlpost.actors.common import ActorCallError, set_deployment_env, wait
 from rlpost.common.errors import UnreachableServiceError, UserError
 from rlpost.common.runtime import LOOPBACK_ENV, deployment_env, pin_loopback
 
@@ -26,12 +26,12 @@ class PlacementError(UserError):
 
 def connect_ray(cfg) -> bool:
     """Join ``cfg.ray_address``, or start a local Ray bound to loopback; True when this call started Ray (and so
-    must shut it down). Sets the environment every actor of the run gets (``actor_env``)."""
+    must shut it down). Makes the deployment's environment the base of every later ``actor_env`` once connected
+    (a failed connection leaves the process as it was)."""
     local = cfg.ray_address is None
-    rt = cfg.runtime
-    env = deployment_env(local, rt.env, rt.network_interface)
-    set_deployment_env(env)
+    env = deployment_env(local, cfg.runtime.env, cfg.runtime.network_interface)
     if ray.is_initialized():
+        set_deployment_env(env)
         return False
     if local:
         pin_loopback()  # before ray.init: the GCS, raylet and workers read these when they import Ray
@@ -44,23 +44,25 @@ def connect_ray(cfg) -> bool:
         _check_reachable(cfg.ray_address)
     try:
         ray.init(address=cfg.ray_address, num_cpus=cfg.ray_num_cpus if local else None, include_dashboard=False,
-                 log_to_driver=True, runtime_env=_job_runtime_env(),
+                 log_to_driver=True, runtime_env=_job_runtime_env(env),
                  **({"_node_ip_address": "127.0.0.1"} if local else {}))
     except ConnectionError as exc:
         raise UnreachableServiceError(f"ray_address: no Ray cluster answers at {cfg.ray_address!r} ({exc}); start "
                                       "one (`ray start --head`) or set ray_address: null for a local Ray") from None
+    set_deployment_env(env)
     return True
 
 
-def _job_runtime_env() -> dict:
-    """The driver's runtime env for actors that set none: ``actor_env()`` without the variables a submitted job's
-    own runtime env sets (Ray refuses the two when they share a key; the job's ``--runtime-env-json`` wins)."""
-    env = actor_env()
+def _job_runtime_env(env: dict) -> dict:
+    """The driver's runtime env for actors that set none: the deployment's ``env`` and one thread, without the
+    variables a submitted job's own runtime env sets (Ray refuses the two when they share a key; the job's
+    ``--runtime-env-json`` wins)."""
+    env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     injected = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if injected:
         taken = set((json.loads(injected).get("runtime_env") or {}).get("env_vars") or {})
-        env = {"env_vars": {k: v for k, v in env["env_vars"].items() if k not in taken}}
-    return env
+        env = {k: v for k, v in env.items() if k not in taken}
+    return {"env_vars": env}
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

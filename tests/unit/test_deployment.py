@@ -114,3 +114,15 @@ def test_placement_config_refuses_cpu_as_a_custom_resource():
 
     with pytest.raises(ConfigError, match="num_cpus"):
         load_config(RunConfig, None, ["rollout.placement.resources.CPU=1"])
+
+
+def test_a_failed_cluster_connection_leaves_the_local_environment():
+    from rlpost.actors.common import actor_env
+    from rlpost.actors.placement import connect_ray
+    from rlpost.common.errors import UnreachableServiceError
+    from rlpost.rl.config import RunConfig
+    from rlpost.storage.local_redis import free_port
+
+    with pytest.raises(UnreachableServiceError):
+        connect_ray(RunConfig(ray_address=f"127.0.0.1:{free_port()}", ray_num_cpus=None))
+    assert set(LOOPBACK_ENV) <= set(actor_env()["env_vars"])
