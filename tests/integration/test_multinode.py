@@ -107,7 +107,9 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
                 events["prometheus"] = _until(lambda: _scrape(head, name), "run metrics in Prometheus", 60, 0.5)
                 _until(lambda: 1 in _steps_logged(out), "step 1 after the rollout node died", 300)
                 events["rollout_recovery_s"] = time.monotonic() - t_kill
-                events["roles_after"] = _state(redis_url, name)["roles"]
+                # The state is written just after the step's metrics: wait for step 1's.
+                events["roles_after"] = _until(lambda: (st := _state(redis_url, name)).get("step") == 1 and
+                                               st["roles"], "run state of step 1", 60)
                 _until(lambda: (out / "checkpoints" / "latest").exists() and
                        (out / "checkpoints" / "latest").read_text().strip() == "global_step2",
                        "step-1 checkpoint", 120)
@@ -138,6 +140,9 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
 
         # Where each actor ran (node ids recorded in the run state).
         before, after = events["roles_before"], events["roles_after"]
+        print("nodes:", {n: events[n]["id"][:8] for n in ("spare", "new_learner_node")},
+              {"head": head["id"][:8], "learner": learner_node["id"][:8], "rollout": rollout_node["id"][:8]})
+        print("roles:", *({k: v["node_id"][:8] for k, v in roles.items()} for roles in (before, after)))
         assert before["learner:0"]["node_id"] == before["learner:1"]["node_id"] == learner_node["id"]
         assert before["rollout:0"]["node_id"] == rollout_node["id"]
         assert after["rollout:0"]["node_id"] == events["spare"]["id"]  # came back on the node that joined
