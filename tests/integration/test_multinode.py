@@ -177,7 +177,7 @@ def test_job_on_three_nodes_survives_a_rollout_node_and_resumes_after_the_learne
                                 cwd=REPO, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
         assert f"run {name}: finished at step {STEPS}" in status.stdout
-        assert f"learner:0   node {new_learner_node['id'][:8]}" in status.stdout
+        assert f"  learner:0  node {new_learner_node['id'][:8]}" in status.stdout
     finally:
         events["total_s"] = time.monotonic() - t_start
         print("measured:", {k: round(v, 1) for k, v in events.items() if k.endswith("_s")})
