@@ -24,8 +24,8 @@ def manifest_node_shapes(path: Path = MANIFEST) -> list[dict]:
     for name, replicas, params in groups:
         resources = json.loads(json.loads(params["resources"])) if "resources" in params else {}
         for _ in range(replicas):
-            nodes.append({"group": name, "num_cpus": float(params["num-cpus"]),
-                          "num_gpus": float(params.get("num-gpus", 0)), "resources": resources})
+            nodes.append({"group": name, "num_cpus": int(params["num-cpus"]),
+                          "num_gpus": int(params.get("num-gpus", 0)), "resources": resources})
     return nodes
 
 
