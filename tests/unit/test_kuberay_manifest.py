@@ -1,4 +1,4 @@
-"""configs/kuberay_rayjob.yaml runs configs/cluster_gpu.yaml: its nodes hold the config's placement plan, its GPU
+"""configs/kuberay/rayjob.yaml runs configs/cluster_gpu.yaml: its nodes hold the config's placement plan, its GPU
 counts match what the pods get, and every pod mounts the storage the run writes to."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = ROOT / "configs" / "kuberay_rayjob.yaml"
+MANIFEST = ROOT / "configs" / "kuberay" / "rayjob.yaml"
 
 
 def manifest_node_shapes(path: Path = MANIFEST) -> list[dict]:
