@@ -7,12 +7,8 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-# Loopback only, for Ray, vLLM and torch.distributed (docs/machine-notes.md).
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export RAY_AUTH_MODE := disabled
-export VLLM_HOST_IP := 127.0.0.1
-export MASTER_ADDR := 127.0.0.1
-export DS_ACCELERATOR := cpu
+# No loopback pinning here: rlpost pins a local Ray it starts to 127.0.0.1 itself (rlpost.common.runtime), and a
+# node of a multi-node Ray (the cluster test's `ray start`) cannot join with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0.
 PYTEST_ARGS ?=
 
 .PHONY: venv demo demo-judge test bench clean

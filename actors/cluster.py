@@ -13,10 +13,12 @@ import ray
 
 from rlpost.actors.curator import CuratorClient
 from rlpost.actors.learner import LearnerGroup
-from rlpost.actors.placement import Placement, connect_ray
+from rlpost.actors.placement import Placement, actor_environment, actor_location, connect_ray
 from rlpost.actors.reward import RewardClient
 from rlpost.actors.rollout import Pending, RolloutFleet
+from rlpost.actors.shared_storage import check_shared_storage
 from rlpost.actors.sync import sync_weights
+from rlpost.actors.telemetry import RunMetrics
 from rlpost.rl.config import RunConfig
 
 
@@ -31,11 +33,33 @@ class Cluster:
         self.learners = LearnerGroup(cfg, checkpoint, self.placement)
         self.fleet = RolloutFleet(cfg, checkpoint, self.placement)
         self.rewards = RewardClient(cfg, redis_url)
+        check_shared_storage(cfg.out, {f"learner:{r}": a for r, a in enumerate(self.learners.ranks)})
         self.curator: CuratorClient | None = None
+        self.metrics = RunMetrics(cfg.name)
 
     @property
     def restarts(self) -> dict[str, int]:
         return {"rollout": self.fleet.restarts, "reward": self.rewards.restarts}
+
+    def actors(self) -> dict:
+        """Every actor of the run by ``role:index``."""
+        return {**{f"learner:{r}": a for r, a in enumerate(self.learners.ranks)},
+                **{f"rollout:{i}": a for i, a in enumerate(self.fleet.workers)},
+                "reward:0": self.rewards.actor, **({"curator:0": self.curator.actor} if self.curator else {})}
+
+    def where(self) -> dict[str, dict]:
+        """Where each actor runs now (node id and address, pid, restarts): a restarted engine shows its new node."""
+        return {name: actor_location(actor) for name, actor in self.actors().items()}
+
+    def live(self, step: int, scalars: dict) -> dict:
+        """Export the step's scalars as Ray metrics (Prometheus); returns what the run state records of the
+        step: restarts by role and where each actor runs."""
+        self.metrics.record(step, scalars)
+        return {"restarts": self.restarts, "roles": self.where()}
+
+    def environments(self) -> dict[str, dict]:
+        """The loopback variables each actor sees (none on a cluster); call it while the actors are idle."""
+        return actor_environment(self.actors())
 
     def generate(self, scenarios: list, step: int, curation_round: int = 0, group_size: int | None = None) -> Pending:
         """Start generating ``group_size`` (default G) rollouts per scenario; ``collect`` waits for them."""
@@ -56,6 +80,7 @@ class Cluster:
 
     def start_curator(self, pool: list) -> CuratorClient:
         self.curator = CuratorClient(self.cfg, self.checkpoint, self.redis_url, pool)
+        check_shared_storage(self.cfg.out, {"curator:0": self.curator.actor})
         return self.curator
 
     def curate(self, step: int):

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import ray
 
-from rlpost.common.runtime import LOOPBACK_ENV
+from rlpost.common.runtime import deployment_env
+
+# The environment of this driver's deployment; ``connect_ray`` sets it for a cluster run. The default is a local
+# Ray's (loopback), which is also what a test or notebook that calls ``ray.init`` itself gets.
+_DEPLOYMENT_ENV: dict[str, str] = deployment_env(local=True)
+
+
+def set_deployment_env(env: dict[str, str]) -> None:
+    """Make ``env`` (``rlpost.common.runtime.deployment_env``) the base of every later ``actor_env``."""
+    global _DEPLOYMENT_ENV
+    _DEPLOYMENT_ENV = dict(env)
+
+
+def deployment_env_vars() -> dict[str, str]:
+    return dict(_DEPLOYMENT_ENV)
 
 
 def actor_env(threads: int = 1, **extra: str) -> dict:
-    """``runtime_env`` for an actor: one OpenMP thread (several busy processes share 2 cores), loopback only."""
-    return {"env_vars": {**LOOPBACK_ENV, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **extra}}
+    """``runtime_env`` for an actor: the deployment's environment (loopback only for a local Ray), one OpenMP
+    thread (several busy processes share 2 cores)."""
+    return {"env_vars": {**_DEPLOYMENT_ENV, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                         **extra}}
 
 
 class ActorCallError(RuntimeError):

@@ -14,17 +14,30 @@ from rlpost.rl.config import LearnerConfig
 
 @ray.remote
 class LearnerWorker:
-    def __init__(self, rank: int, world_size: int, master_port: int, threads: int = 1):
-        # torch.distributed reads these when DeepSpeed initialises the gloo (CPU) / NCCL (GPU) group.
-        os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size),
-                           "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": str(master_port)})
+    def __init__(self, rank: int, world_size: int, threads: int = 1):
+        # LOCAL_RANK 0: Ray gives each rank its own CUDA_VISIBLE_DEVICES, so its GPU is device 0.
+        os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size)})
         from rlpost.common.runtime import configure_cpu_runtime
 
         configure_cpu_runtime(threads)
         self.learner = None
 
-    def setup(self, checkpoint: str, cfg: LearnerConfig, per_rank_batch: int, group_size: int) -> int:
-        """Build the engine; every rank must be called concurrently (the process group forms here)."""
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0's side of the process group's rendezvous: this node's address (as Ray knows it) and a port
+        free on it. A global MASTER_ADDR cannot be right for ranks that Ray may place on any node."""
+        import socket
+
+        address = ray.util.get_node_ip_address()
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+            return address, sock.getsockname()[1]
+
+    def setup(self, master: tuple[str, int], checkpoint: str, cfg: LearnerConfig, per_rank_batch: int,
+              group_size: int) -> int:
+        """Build the engine; every rank must be called concurrently (the process group forms here, at ``master``:
+        rank 0's address and port)."""
+        # torch.distributed reads these when DeepSpeed initialises the gloo (CPU) / NCCL (GPU) group.
+        os.environ.update({"MASTER_ADDR": master[0], "MASTER_PORT": str(master[1])})
         from rlpost.rl.learner import GRPOLearner
 
         self.learner = GRPOLearner(checkpoint, cfg, per_rank_batch, group_size)
@@ -56,20 +69,19 @@ class LearnerGroup:
     def __init__(self, cfg, checkpoint: str, placement):
         from rlpost.policy.generate import completion_budget
         from rlpost.policy.model import load_model_config
-        from rlpost.storage.local_redis import free_port
 
         lc = self.cfg = cfg.learner
         self.group_size = cfg.rollout.group_size
-        port = free_port()
         self.ranks = [
             LearnerWorker.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus,
                                   scheduling_strategy=placement.slot("learner", r),
-                                  runtime_env=actor_env(lc.threads)).remote(r, lc.num_ranks, port, lc.threads)
+                                  runtime_env=actor_env(lc.threads)).remote(r, lc.num_ranks, lc.threads)
             for r in range(lc.num_ranks)
         ]
+        self.master = wait(self.ranks[0].rendezvous.remote(), "learner rank 0 start", lc.timeout_s)
         per_rank = cfg.trainer.scenarios_per_step * cfg.rollout.group_size // lc.num_ranks
-        wait([w.setup.remote(checkpoint, lc, per_rank, cfg.rollout.group_size) for w in self.ranks],
-             "learner setup (DeepSpeed init over gloo)", lc.timeout_s)
+        wait([w.setup.remote(self.master, checkpoint, lc, per_rank, cfg.rollout.group_size) for w in self.ranks],
+             f"learner setup (DeepSpeed process group at {self.master[0]}:{self.master[1]})", lc.timeout_s)
         self.completion_budget = completion_budget(load_model_config(checkpoint))
 
     def update(self, records: list, pad_id: int, expert_inputs: tuple[list, list] | None = None) -> dict:

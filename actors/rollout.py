@@ -54,6 +54,8 @@ class RolloutFleet:
         rc = cfg.rollout
         self.cfg = rc
         self.sync_timeout_s = cfg.sync.timeout_s
+        self.node_wait_s = cfg.runtime.node_wait_s
+        self.bundle = placement.plan["rollout"]["bundles"][0]
         self.workers = [
             RolloutWorker.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus,
                                   scheduling_strategy=placement.slot("rollout", i),
@@ -109,8 +111,13 @@ class RolloutFleet:
         return wait([w.probe_logprobs.remote(token_ids) for w in self.workers], "engine probe", self.sync_timeout_s)
 
     def _restore(self, i: int) -> None:
-        """Wait for Ray to restart engine ``i``, then load the current weights and version before it serves."""
-        revive(self.workers[i], f"rollout worker {i}", self.cfg.timeout_s)
+        """Wait for Ray to restart engine ``i``, then load the current weights and version before it serves. When
+        its node died, Ray re-places its bundle on a node with room; the wait for one (a node may have to join) is
+        bounded by ``runtime.node_wait_s`` and says what it waits for."""
+        from rlpost.actors.placement import wait_for_room
+
+        wait_for_room(f"rollout worker {i}", self.bundle, self.node_wait_s)
+        revive(self.workers[i], f"rollout worker {i}", self.node_wait_s)
         if self.last_weights is not None:
             wait(self.workers[i].load_weights.remote(self.last_weights), f"weight reload (restarted worker {i})",
                  self.sync_timeout_s)

@@ -40,9 +40,64 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     configure_cpu_runtime(1)
+    if args.dry_run:
+        return _dry_run(cfg)
     prep = prepare(cfg)
     summary = train(cfg, prep.checkpoint, prep.pool, prep.held_out)
     print(f"report: {write_report(cfg.out, summary, {'config': args.config or 'defaults'})}")
+    return 0
+
+
+def _dry_run(cfg) -> int:
+    """Reserve the placement of every actor on the configured Ray, print where each one goes, release it."""
+    from rlpost.actors.placement import dry_run
+
+    plan = dry_run(cfg)
+    print(f"rlpost train --dry-run: {cfg.name} on the Ray at {plan['address']} ({len(plan['nodes'])} nodes)")
+    print(f"{'actor':<12} {'node':<10} {'address':<16} resources")
+    for row in plan["actors"]:
+        resources = " ".join(f"{k}={v:g}" for k, v in row["resources"].items())
+        print(f"{row['role'] + ':' + str(row['index']):<12} {(row['node_id'] or '?')[:8]:<10} "
+              f"{row['node_ip'] or '?':<16} {resources}")
+    print("reward worker, curator: no reservation (0 CPU / curation.num_cpus), any node with room")
+    print("placement fits; reserved and released. Not checked: data, checkpoint, Redis, shared storage")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print a run's live state from Redis: step, policy version, restarts, curation round, last step time, and
+    where each actor runs."""
+    import datetime
+    import json
+    import os
+
+    import redis
+
+    from rlpost.common.errors import UnreachableServiceError
+    from rlpost.storage.local_redis import URL_ENV
+    from rlpost.storage.store import read_run_state
+
+    url = args.redis_url or os.environ.get(URL_ENV)
+    if not url:
+        raise UnreachableServiceError(f"rlpost status: give the run's Redis with --redis-url (or {URL_ENV})")
+    try:
+        state = read_run_state(url, args.run)
+    except redis.RedisError as exc:
+        raise UnreachableServiceError(f"--redis-url: no Redis answers at {url} ({exc})") from None
+    except LookupError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(state, indent=1))
+        return 0
+    beat = state.get("heartbeat")
+    age = f"{datetime.datetime.now().timestamp() - beat:.0f} s ago" if beat else "never"
+    print(f"run {args.run}: {state.get('status', '?')} at step {state.get('step', '-')}, policy version "
+          f"{state.get('version', '-')}, curation round {state.get('curation_round', '-')}, last step "
+          f"{state.get('step_s', float('nan')):.1f} s, heartbeat {age}")
+    print("restarts: " + " ".join(f"{k}={v}" for k, v in (state.get("restarts") or {}).items()))
+    for name, where in sorted((state.get("roles") or {}).items()):
+        print(f"  {name:<10} node {where['node_id'][:8]} {where['node_ip']:<15} pid {where['pid']:<8} "
+              f"{where['state'].lower()} restarts {where['restarts']}")
     return 0
 
 
@@ -86,7 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("config", nargs="?", default=None, help="YAML run config (default: the embedded tiny config)")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=5 learner.lr=1e-4")
-        cmd.set_defaults(func=func)
+        cmd.set_defaults(func=func, dry_run=False)
+        if name == "train":
+            cmd.add_argument("--dry-run", action="store_true",
+                             help="reserve the placement on the configured Ray, print the node and resources of "
+                                  "every actor, release it and exit")
+    status = sub.add_parser("status", help="a run's live state from Redis (step, version, restarts, where each "
+                                           "actor runs)")
+    status.add_argument("run", help="the run's name (config `name`)")
+    status.add_argument("--redis-url", default=None, help="the run's Redis (default: $RLPOST_REDIS_URL)")
+    status.add_argument("--json", action="store_true", help="print the raw state as JSON")
+    status.set_defaults(func=_status)
     exp = sub.add_parser("experiment", help="analyst experiments").add_subparsers(dest="experiment", required=True)
     cur = exp.add_parser("curation", help="none / random / offline / online-full / online-amortised curation from "
                                           "one SFT checkpoint")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.common.runtime import configure_cpu_runtime
+from rlpost.common.runtime import configure_cpu_runtime, pin_loopback
 
 configure_cpu_runtime(threads=1)
+pin_loopback()  # the tests' own Rays are local ones (the multi-node test gives its `ray start` nodes a clean env)
 
 # Ray workers unpickle test fixtures by module name (the synthetic scenarios of tests/synthetic_policy.py, the
 # plugin rewards of tests/unit/reward_plugins.py), so the processes a local Ray starts must find these folders too.

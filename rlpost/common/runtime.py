@@ -4,30 +4,59 @@ from __future__ import annotations
 
 import os
 
-# Loopback only, no hub (docs/machine-notes.md): set before Ray, vLLM or torch.distributed start.
+# Every rlpost process, whatever the deployment: models come from paths (no hub), no tokenizer fork warnings.
+PROCESS_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+# Only a local Ray that rlpost starts itself (docs/machine-notes.md#loopback-only-local-run): bind and advertise
+# 127.0.0.1, no Ray auth token, DeepSpeed's CPU accelerator. On a cluster these would be wrong: learner ranks on
+# two hosts would rendezvous at 127.0.0.1, GPU learners would get the CPU accelerator, and
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 forbids a node from joining.
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "VLLM_HOST_IP": "127.0.0.1",
     "MASTER_ADDR": "127.0.0.1",
-    "HF_HUB_OFFLINE": "1",
     "DS_ACCELERATOR": "cpu",
-    "TOKENIZERS_PARALLELISM": "false",
 }
 
 
+def deployment_env(local: bool, env: dict[str, str] | None = None, network_interface: str | None = None) -> dict:
+    """The environment every actor of a run gets: ``PROCESS_ENV``, the loopback pinning when ``local`` (a Ray
+    rlpost starts), the socket interface of gloo / NCCL when given, then the site's ``env`` over all of it.
+
+    On a cluster nothing pins an address or an accelerator: Ray gives each actor its node's address, DeepSpeed
+    detects CUDA (NCCL) or falls back to the CPU (gloo), and the learner ranks meet at rank 0's node address.
+    """
+    out = {**PROCESS_ENV, **(LOOPBACK_ENV if local else {})}
+    if network_interface:
+        out.update({"GLOO_SOCKET_IFNAME": network_interface, "NCCL_SOCKET_IFNAME": network_interface})
+    return {**out, **(env or {})}
+
+
+def pin_loopback() -> None:
+    """Set ``LOOPBACK_ENV`` in this process (values already set win) before it starts a local Ray, vLLM or
+    torch.distributed: the processes Ray starts read them when they import it."""
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def configure_cpu_runtime(threads: int = 1) -> None:
-    """Apply the CPU settings: ``threads`` OpenMP/torch threads, flush denormals, loopback-only services.
+    """Apply the CPU settings: ``threads`` OpenMP/torch threads, flush denormals, ``PROCESS_ENV``.
 
     One thread per process is the default because several busy processes sharing 2 cores with two OpenMP
     threads each made small torch ops randomly 30-100x slower; flushing denormals gave small models 7-13x.
     Environment variables already set by the user win (``setdefault``), except the thread count passed here.
+    Addresses and the accelerator are the deployment's business (``deployment_env``), not set here: this runs in
+    every actor, on a laptop and on a cluster alike.
     """
     if threads < 1:
         raise ValueError(f"threads: must be >= 1, got {threads}")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    for key, value in LOOPBACK_ENV.items():
+    for key, value in PROCESS_ENV.items():
         os.environ.setdefault(key, value)
     import torch
 

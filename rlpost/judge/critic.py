@@ -215,10 +215,8 @@ def find_judge_server(name: str = DEFAULT_SERVER, namespace: str = DEFAULT_NAMES
         address = ray_address or ray_address_of_this_process()
         if not (connect and address):
             return None
-        from rlpost.common.runtime import LOOPBACK_ENV
-
-        for k, v in LOOPBACK_ENV.items():
-            os.environ.setdefault(k, v)
+        # No environment of its own: this process inherits its deployment's (loopback for a local Ray, the
+        # node's own addresses on a cluster) from the actor that started it.
         ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="WARNING")
     try:
         return ray.get_actor(name, namespace=namespace)

@@ -41,6 +41,7 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
     ckpt_dir = out / "checkpoints"
     with redis_server(cfg.redis_url) as redis_url, Cluster(cfg, checkpoint, redis_url) as cluster:
         state = RunState(redis_url, cfg.name)
+        state.update(status="starting", roles=cluster.where(), actor_env=cluster.environments())
         start = cluster.load(str(ckpt_dir))["next_step"] if (ckpt_dir / "latest").exists() else 0
         rollouts, metrics = StepFiles(out / "rollouts"), MetricsLog(out, start)
         rollouts.truncate_from(start)
@@ -95,7 +96,8 @@ def train(cfg: RunConfig, checkpoint: str, pool: list, held_out: list, log=print
             if tr.eval_every and (step + 1) % tr.eval_every == 0 and step + 1 < tr.steps:
                 scalars.update(evaluate(cluster, held_out, by_id, cfg, step))
             metrics.log(step, scalars)
-            state.update(step=step, version=sync[M.SYNC_VERSION], status="running")
+            state.update(step=step, version=sync[M.SYNC_VERSION], status="running", step_s=scalars[M.STEP_S],
+                         curation_round=records[0].curation_round, **cluster.live(step, scalars))
             bar.set_postfix_str(_progress(scalars))
             if (step + 1) % tr.checkpoint_every == 0 or step + 1 == tr.steps:                   # checkpoint
                 cluster.save(str(ckpt_dir), {"next_step": step + 1})

@@ -82,7 +82,10 @@ def make_llm(ckpt: str | Path, max_model_len: int | None = None, seed: int = 0, 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     if in_process:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    if "RAY_RAYLET_PID" not in os.environ:
+        # A process of its own (eval, SFT, a test) stays on loopback; in a Ray actor the deployment decides
+        # (loopback for a local Ray, the node's own address on a cluster: rlpost.common.runtime.deployment_env).
+        os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from vllm import LLM
 
     check_vllm_architecture(ckpt)

@@ -52,6 +52,47 @@ class DataConfig(StrictModel):
         None, description="networks `rlpost demo` builds from (None: the builder's default set)")
 
 
+class PlacementConfig(StrictModel):
+    """Where one role's actors go on a cluster: one placement group per role, reserved before any actor starts."""
+
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement strategy of the role's bundles (PACK: few nodes; SPREAD: many; STRICT_*: "
+                            "exactly one node / one node each)")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom resources each actor of the role reserves, pinning it to nodes that declare them "
+                    "(`ray start --resources '{\"learner_node\": 2}'`)")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="node labels the role's nodes must carry (`ray start --labels k=v`)")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, resources: dict[str, float]) -> dict[str, float]:
+        for key, value in resources.items():
+            if key in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{key!r}: set it with the role's num_cpus / num_gpus, not as a custom resource")
+            if value <= 0:
+                raise ValueError(f"{key!r}: a reserved amount must be > 0, got {value}")
+        return resources
+
+
+class RuntimeConfig(StrictModel):
+    """What a site overrides about the processes of a run (the deployment itself follows from ``ray_address``:
+    loopback pinning only for a local Ray rlpost starts; a cluster keeps its nodes' addresses)."""
+
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables of every actor, over rlpost's own (e.g. NCCL_* "
+                                          "settings, HF_HOME)")
+    network_interface: str | None = Field(
+        None, description="network interface gloo and NCCL use between learner ranks (GLOO_SOCKET_IFNAME / "
+                          "NCCL_SOCKET_IFNAME; None: their own choice)")
+    placement_timeout_s: float = Field(
+        120.0, gt=0, description="wait for placement that fits the cluster's nodes but not their free resources "
+                                 "(a plan the nodes cannot hold fails at once)")
+    node_wait_s: float = Field(
+        600.0, gt=0, description="how long a restartable actor whose node died may wait for a node with room")
+
+
 class RolloutConfig(StrictModel):
     """Rollout generation in vLLM (docs/design.md §6: G = 12, temperature 0.6, top-p 0.98 in the public recipe)."""
 
@@ -71,6 +112,7 @@ class RolloutConfig(StrictModel):
     max_batched_tokens: int = Field(
         16384, ge=512,
         description="vLLM tokens per scheduler step (prompts are prefilled whole; >= the model's context)")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig, description="where the engines go")
 
 
 class LearnerConfig(StrictModel):
@@ -101,6 +143,8 @@ class LearnerConfig(StrictModel):
                     "(keeps training by its flow loss on on-policy prefixes)")
     expert_lr: float = Field(1e-3, gt=0, description="expert: 'flow': AdamW learning rate of the expert")
     timeout_s: float = Field(600.0, gt=0, description="deadline for one update or checkpoint call")
+    placement: PlacementConfig = Field(
+        default_factory=PlacementConfig, description="where the ranks go (gang-scheduled: all or none)")
 
 
 class SyncConfig(StrictModel):
@@ -136,6 +180,7 @@ class RunConfig(StrictModel):
     out: str = Field("runs/tiny", description="output folder: checkpoints, Parquet logs, TensorBoard, report")
     ray_address: str | None = Field(None, description="Ray cluster address (None: start a local Ray)")
     ray_num_cpus: int | None = Field(2, ge=1, description="CPUs of a local Ray (None: all)")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="site overrides of the processes")
     redis_url: str | None = Field(None, description="Redis URL (None: start a local server for the run)")
     init_checkpoint: str | None = Field(
         None, description="policy checkpoint GRPO starts from (None: the SFT stage's output)")

@@ -143,6 +143,17 @@ class RunState:
         return {k.decode(): json.loads(v) for k, v in self.client.hgetall(self.key("state")).items()}
 
 
+def read_run_state(url: str, run: str) -> dict:
+    """The live state of ``run`` (what ``RunState.update`` wrote), read without registering anything; raises
+    ``LookupError`` naming the runs the server knows when it holds none for ``run``."""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    state = {k.decode(): json.loads(v) for k, v in client.hgetall(f"rlpost:{run}:state").items()}
+    if not state:
+        known = sorted(m.decode() for m in client.smembers("rlpost:runs"))
+        raise LookupError(f"no run {run!r} in the Redis at {url}; runs there: {known or 'none'}")
+    return state
+
+
 class SelectionStore:
     """The curated selection: Redis sorted set ``rlpost:{run}:selection`` (member = scenario id, score = its
     disagreement score), swapped atomically per round; every round also kept as ``curation/round=NNNNNN.parquet``.
