@@ -46,7 +46,7 @@ def test_report_pairs_seeds_and_plots_against_tokens(tmp_path):
     text = write_study_report(tmp_path, runs).read_text()
     assert "Online (amortised) curation beats offline" in text  # +1.07 on every seed: separable
     assert "| online-amortised − offline | reward | 3 | +1.067 |" in text
-    assert "| online-amortised | 1 | 0.00 ± 0.00 | -1.00 ± 0.00 |" in text  # disjoint picks, reversed ranking
+    assert "| online-amortised | 1 | 0.00 ± 0.00 | 0.00 ± 0.00 | -1.00 ± 0.00 |" in text  # disjoint, reversed
     assert "| 1 | 3.00 | – | – | 1.50 | – | – | – |" in text  # the amortised round's scalars
     assert (tmp_path / "curves.png").stat().st_size > 0
     # An interim report pairs only the seeds both arms finished, and says so.
