@@ -95,7 +95,10 @@ def verdict(loaded: dict[str, list[dict]]) -> str:
     d = _paired(loaded["online-amortised"], loaded["offline"], REWARD)
     what = (f"online-amortised minus offline final held-out reward = {d['mean']:+.3f} "
             f"(95 % CI [{d['lo']:+.3f}, {d['hi']:+.3f}], {d['n']} paired seeds)")
-    if d["n"] >= 2 and (d["lo"] > 0 or d["hi"] < 0):
+    if d["n"] < 2:
+        return (f"Online vs offline: not answerable yet: online-amortised minus offline final held-out reward = "
+                f"{d['mean']:+.3f} on {d['n']} seed; an interval needs at least 2 paired seeds.")
+    if d["lo"] > 0 or d["hi"] < 0:
         return f"Online (amortised) curation {'beats' if d['lo'] > 0 else 'trails'} offline: {what}."
     return (f"Online vs offline cannot be separated here: {what}; with this spread this design detects a true "
             f"difference of ±{d['mde']:.3f} or more with 80 % power (two-sided, α = 0.05), not smaller.")

@@ -154,10 +154,17 @@ class LoopbackCluster:
         raise RuntimeError(f"no raylet with node manager port {node_manager_port}")
 
     def kill_node(self, node: dict) -> None:
-        """SIGKILL the node's raylet by pid, as a crashed host would lose it; its workers notice and exit (any
-        that linger are stopped with the cluster)."""
-        self.orphans += psutil.Process(node["raylet_pid"]).children(recursive=True)
+        """SIGKILL the node's raylet by pid and, in the same instant, every worker it started, as a crashed host
+        loses them all. (Killing the raylet alone leaves its workers serving calls for a few seconds until they
+        notice: a step could then finish on the "dead" node and the recovery would land in a later step.)"""
+        workers = psutil.Process(node["raylet_pid"]).children(recursive=True)
+        self.orphans += workers  # no longer the cluster's descendants: teardown checks them by pid
         os.kill(node["raylet_pid"], signal.SIGKILL)
+        for proc in workers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
 
     def processes(self) -> list[psutil.Process]:
         """Every process this cluster started: its command line names the cluster's temp dir, or a process
