@@ -27,10 +27,10 @@ COMMANDS = {
     "head": ("ray start --head --node-ip-address=127.0.0.1 --port=$GCS_PORT --temp-dir=$RAY_TMP "
              "--dashboard-host=127.0.0.1 --dashboard-port=$DASHBOARD_PORT --num-cpus=$NUM_CPUS "
              "--resources=\"$RESOURCES\" $NODE_PORTS"),
-    "worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --num-cpus=$NUM_CPUS "
-               "--resources=\"$RESOURCES\" $NODE_PORTS"),
-    "gpu_worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --num-cpus=$NUM_CPUS "
-                   "--num-gpus=$NUM_GPUS --resources=\"$RESOURCES\" $NODE_PORTS"),
+    "worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --temp-dir=$NODE_TMP "
+               "--num-cpus=$NUM_CPUS --resources=\"$RESOURCES\" $NODE_PORTS"),
+    "gpu_worker": ("ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --temp-dir=$NODE_TMP "
+                   "--num-cpus=$NUM_CPUS --num-gpus=$NUM_GPUS --resources=\"$RESOURCES\" $NODE_PORTS"),
     "submit": ("ray job submit --address=http://127.0.0.1:$DASHBOARD_PORT --working-dir=. --submission-id=$JOB_ID "
                "--no-wait -- rlpost train configs/cluster_loopback.yaml $OVERRIDES"),
     "dry_run": "RAY_ADDRESS=127.0.0.1:$GCS_PORT rlpost train --dry-run $CONFIG $OVERRIDES",
@@ -114,8 +114,12 @@ class LoopbackCluster:
         node["metrics_port"] = int(ports.split("--metrics-export-port=")[1].split()[0])
         known = {n["id"] for n in self.alive_nodes()} if self.nodes else set()
         command = "head" if head else ("gpu_worker" if num_gpus is not None else "worker")
+        # Each node its own temp dir, as on separate hosts: nodes sharing one unpack the job's working dir into one
+        # folder, and a node joining mid-run re-created it under running workers (files vanished mid-import).
+        node_tmp = self.tmp / f"n{len(self.nodes)}"
+        node_tmp.mkdir(exist_ok=True)
         self.run(command, timeout_s=180, NUM_CPUS=num_cpus, NUM_GPUS=num_gpus, RESOURCES=json.dumps(resources),
-                 NODE_PORTS=ports)
+                 NODE_PORTS=ports, NODE_TMP=node_tmp)
         node["raylet_pid"] = self._raylet_pid(node["node_manager_port"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
