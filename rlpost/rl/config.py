@@ -227,6 +227,10 @@ class RunConfig(StrictModel):
                 check_model_path(self.model.path)
             except UserError as exc:
                 problems.append(str(exc))
+        reuse = self.curation.reuse_round0
+        if reuse is not None and not (Path(reuse) / "curation" / "round=000000.parquet").is_file():
+            problems.append(f"curation.reuse_round0: {reuse!r} holds no round 0 (curation/round=000000.parquet); "
+                            "point it at a finished run of the same seed and pool, or set null to score round 0")
         if need_data and not Path(self.data.path).exists():
             problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
                             f"{self.data.path}` or run `rlpost demo`, which builds it")

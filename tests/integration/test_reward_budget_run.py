@@ -23,15 +23,11 @@ def ray_with_plugins():
     ray.shutdown()
 
 
-def test_a_component_failing_on_every_sample_stops_the_run(tmp_path, tiny_checkpoint, redis_url, ray_with_plugins):
-    from reward_plugins import TRAIN_ONLY_MESSAGE
-    from rlpost.loop.train import train
-    from rlpost.rewards.budget import RewardBudgetError
+def failing_plugin_config(out, redis_url, **extra):
+    """A 1-step run whose plugin reward raises on every training-split sample (held-out samples score 1)."""
     from rlpost.rl.config import RunConfig
-    from synthetic_policy import make_scenarios
 
-    out = tmp_path / "run"
-    cfg = RunConfig(
+    return RunConfig(
         name=f"budget-{abs(hash(str(out))) % 10**6}", out=str(out), redis_url=redis_url,
         rewards={"components": [
             {"name": "trajectory_quality", "in_process": True, "deadline_s": None},
@@ -41,7 +37,18 @@ def test_a_component_failing_on_every_sample_stops_the_run(tmp_path, tiny_checkp
         learner={"num_ranks": 1, "zero_stage": 2, "num_cpus": 0.5, "micro_batch": 4},
         trainer={"steps": 1, "scenarios_per_step": 2, "checkpoint_every": 1, "eval_scenarios": 2,
                  "eval_samples": 1},
+        **extra,
     )
+
+
+def test_a_component_failing_on_every_sample_stops_the_run(tmp_path, tiny_checkpoint, redis_url, ray_with_plugins):
+    from reward_plugins import TRAIN_ONLY_MESSAGE
+    from rlpost.loop.train import train
+    from rlpost.rewards.budget import RewardBudgetError
+    from synthetic_policy import make_scenarios
+
+    out = tmp_path / "run"
+    cfg = failing_plugin_config(out, redis_url)
     with pytest.raises(RewardBudgetError) as err:
         train(cfg, tiny_checkpoint, make_scenarios(4, "train"), make_scenarios(2, "val", seed=1), log=print)
     msg = str(err.value)
@@ -60,22 +67,11 @@ def test_a_component_failing_in_a_curation_round_stops_the_run(tmp_path, tiny_ch
     from rlpost.curation.schedule import CurationConfig
     from rlpost.loop.train import train
     from rlpost.rewards.budget import RewardBudgetError
-    from rlpost.rl.config import RunConfig
     from synthetic_policy import make_scenarios
 
     out = tmp_path / "run"
-    cfg = RunConfig(
-        name=f"budget-cur-{abs(hash(str(out))) % 10**6}", out=str(out), redis_url=redis_url,
-        rewards={"components": [
-            {"name": "trajectory_quality", "in_process": True, "deadline_s": None},
-            {"fn": "reward_plugins:raises_on_train", "in_process": True, "deadline_s": None},
-        ]},
-        rollout={"group_size": 2, "num_cpus": 0.5},
-        learner={"num_ranks": 1, "zero_stage": 2, "num_cpus": 0.5, "micro_batch": 4},
-        trainer={"steps": 1, "scenarios_per_step": 2, "checkpoint_every": 1, "eval_scenarios": 2,
-                 "eval_samples": 1},
-        curation=CurationConfig(schedule="offline", pool_size=4, size=2, group_size=2),
-    )
+    cfg = failing_plugin_config(out, redis_url, curation=CurationConfig(schedule="offline", pool_size=4, size=2,
+                                                                        group_size=2))
     with pytest.raises(RewardBudgetError, match=r"samples of curation round 0 \(curation\)"):
         train(cfg, tiny_checkpoint, make_scenarios(4, "train"), make_scenarios(2, "val", seed=1), log=print)
     assert not (out / "checkpoints" / "latest").exists()

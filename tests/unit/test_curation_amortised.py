@@ -122,3 +122,12 @@ def test_adopt_round0_reuses_scores_and_cost_and_refuses_another_pool(tmp_path):
         adopt_round0(str(tmp_path), ["a", "b", "c"], cfg, np.random.default_rng(0))
     with pytest.raises(MissingPathError, match="no round 0 at"):
         adopt_round0(str(tmp_path / "nope"), ids, cfg, np.random.default_rng(0))
+
+
+def test_preflight_refuses_a_round0_to_reuse_that_is_not_there(tmp_path):
+    from rlpost.common.config import ConfigError
+    from rlpost.rl.config import RunConfig
+
+    cfg = RunConfig(curation={"schedule": "offline", "reuse_round0": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError, match="curation.reuse_round0: .* holds no round 0"):
+        cfg.preflight(need_data=False)
