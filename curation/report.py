@@ -93,11 +93,11 @@ def verdict(loaded: dict[str, list[dict]]) -> str:
     if not {"offline", "online-amortised"} <= set(loaded):
         return "Online vs offline: not in this study."
     d = _paired(loaded["online-amortised"], loaded["offline"], REWARD)
-    what = (f"online-amortised minus offline final held-out reward = {d['mean']:+.3f} "
-            f"(95 % CI [{d['lo']:+.3f}, {d['hi']:+.3f}], {d['n']} paired seeds)")
+    what = f"online-amortised minus offline final held-out reward = {d['mean']:+.3f}"
     if d["n"] < 2:
-        return (f"Online vs offline: not answerable yet: online-amortised minus offline final held-out reward = "
-                f"{d['mean']:+.3f} on {d['n']} seed; an interval needs at least 2 paired seeds.")
+        return (f"Online vs offline: not answerable yet: {what} on {d['n']} seed; an interval needs at least 2 "
+                "paired seeds.")
+    what += f" (95 % CI [{d['lo']:+.3f}, {d['hi']:+.3f}], {d['n']} paired seeds)"
     if d["lo"] > 0 or d["hi"] < 0:
         return f"Online (amortised) curation {'beats' if d['lo'] > 0 else 'trails'} offline: {what}."
     return (f"Online vs offline cannot be separated here: {what}; with this spread this design detects a true "

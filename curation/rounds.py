@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +120,11 @@ def score_and_select(records: list, cfg: CurationConfig, rng: np.random.Generato
                        score_summary(g.scores))
 
 
+def round0_path(run_dir: str | Path) -> Path:
+    """Where a run keeps its round 0 (``SelectionStore`` writes rounds as ``curation/round=NNNNNN.parquet``)."""
+    return Path(run_dir) / "curation" / "round=000000.parquet"
+
+
 def adopt_round0(run_dir: str, candidates: list[str], cfg: CurationConfig,
                  rng: np.random.Generator) -> tuple[RoundScores, float, int]:
     """Round 0 of an earlier run with the same start checkpoint, seed, pool and G (its scores are what this run's
@@ -127,7 +133,7 @@ def adopt_round0(run_dir: str, candidates: list[str], cfg: CurationConfig,
 
     from rlpost.common.errors import MissingPathError
 
-    path = f"{run_dir}/curation/round=000000.parquet"
+    path = round0_path(run_dir)
     try:
         rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["scenario_id"])
     except FileNotFoundError:

@@ -228,9 +228,12 @@ class RunConfig(StrictModel):
             except UserError as exc:
                 problems.append(str(exc))
         reuse = self.curation.reuse_round0
-        if reuse is not None and not (Path(reuse) / "curation" / "round=000000.parquet").is_file():
-            problems.append(f"curation.reuse_round0: {reuse!r} holds no round 0 (curation/round=000000.parquet); "
-                            "point it at a finished run of the same seed and pool, or set null to score round 0")
+        if reuse is not None:
+            from rlpost.curation.rounds import round0_path
+
+            if not round0_path(reuse).is_file():
+                problems.append(f"curation.reuse_round0: {reuse!r} holds no round 0 ({round0_path(reuse)}); point "
+                                "it at a finished run of the same seed and pool, or set null to score round 0")
         if need_data and not Path(self.data.path).exists():
             problems.append(f"data.path: {self.data.path!r} does not exist; build it with `rlpost data build --out "
                             f"{self.data.path}` or run `rlpost demo`, which builds it")
