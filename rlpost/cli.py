@@ -107,7 +107,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
     configure_cpu_runtime(1)
     run_curation_study(args.configs, args.seeds, args.out, args.set, report_only=args.report_only,
-                       audit_seeds=args.audit_seeds)
+                       audit_seeds=args.audit_seeds, results=args.results)
     return 0
 
 
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     cur.add_argument("--out", default="runs/curation_study", help="study folder (runs + report.md)")
     cur.add_argument("--set", nargs="*", default=[], help="dotted overrides applied to every arm")
+    cur.add_argument("--results", default=None, help="folder for each finished run's record (metrics, summary, "
+                     "curation rounds: kilobytes) and the report, e.g. docs/curation_study; a run recorded there is "
+                     "not run again (default: the study folder)")
     cur.add_argument("--report-only", action="store_true", help="write the report from the finished runs only")
     cur.add_argument("--audit-seeds", type=int, default=1, help="seeds of an extra online-amortised run with a full "
                      "uncharged re-score per round, for the agreement of amortised scores (default 1)")
