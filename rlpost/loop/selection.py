@@ -19,10 +19,7 @@ class Selection:
             return
         self.curator = cluster.start_curator(pool)
         if start == 0:
-            first = self.curator.round_done(cluster.curate(0), block_s=cfg.rollout.timeout_s)
-            if not isinstance(first, CurationRound):
-                raise RuntimeError(f"curation: the first round did not finish: {first or 'deadline passed'}")
-            self._account(first)
+            self._account(self._first_round(cfg.rollout.timeout_s))
         else:
             self.curator.forget_rounds_from(start)
         self.round, self.ids = self.curator.selection()
@@ -50,6 +47,19 @@ class Selection:
         if isinstance(done, RoundFailed):
             return {M.CURATION_FAILED_ROUNDS: 1}
         return self._account(done)
+
+    def _first_round(self, block_s: float) -> CurationRound:
+        """Round 0, which training waits for. A curator that dies in it (OOM-killed, its node lost) is restarted by
+        Ray (``round_done`` waits for that) and the round runs again: it is a function of the start policy, the
+        pool and the seed, so the rerun is the same round. Ray's restart budget (``trainer.max_restarts``) bounds
+        the retries; a round that raises ends the run with its error."""
+        while True:
+            done = self.curator.round_done(self.cluster.curate(0), block_s=block_s)
+            if isinstance(done, CurationRound):
+                return done
+            if done is None:
+                raise RuntimeError(f"curation: the first round did not finish within {block_s:.0f} s "
+                                   "(rollout.timeout_s)")
 
     def _account(self, done: CurationRound) -> dict:
         self.cost[M.CURATION_WALL_S] += done.wall_s

@@ -1,5 +1,6 @@
-"""Chaos on CPU: kill each restartable actor and restart Redis during a short real run; the run completes and
-the Parquet log holds every rollout exactly once. A dead learner ends the run with a resumable checkpoint."""
+"""Chaos on CPU: kill each restartable actor (the curator twice: in round 0, which training waits for, and in a
+later round) and restart Redis during a short real run; the run completes and the Parquet log holds every rollout
+exactly once. A dead learner ends the run with a resumable checkpoint."""
 
 import json
 import threading
@@ -57,6 +58,17 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
 
     faults: list = []
     plan = [(0, kill("rollout:0")), (1, kill("reward")), (2, kill("curator")), (2, restart_redis)]
+    from rlpost.actors import cluster as cluster_mod
+
+    original_curate, curated = cluster_mod.Cluster.curate, []
+
+    def curate_into_a_death(self, step):  # the curator dies with round 0 in flight: round 0 runs again
+        ref = original_curate(self, step)
+        curated.append(step)
+        if curated == [0]:
+            ray.kill(self.curator.actor, no_restart=False)
+            faults.append("killed curator in round 0")
+        return ref
 
     def chaos():
         for step, action in plan:
@@ -64,13 +76,16 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
 
     thread = threading.Thread(target=chaos, daemon=True)
     thread.start()
+    cluster_mod.Cluster.curate = curate_into_a_death
     try:
         summary = train(cfg, tiny_checkpoint, pool, held, log=print)
     finally:
+        cluster_mod.Cluster.curate = original_curate
         thread.join(timeout=30)
         server.stop()
     print("faults injected:", faults)
-    assert len(faults) == 4 and not any(f.startswith("never") for f in faults)
+    assert len(faults) == 5 and not any(f.startswith("never") for f in faults)
+    assert curated[:2] == [0, 0]  # round 0 was lost with the curator and ran again
     assert "after" in summary
     rows = pq.read_table(out / "rollouts").to_pylist()
     ids = [r["record_id"] for r in rows]
