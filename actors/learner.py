@@ -141,7 +141,8 @@ class LearnerGroup:
         return wait(self.ranks[0].version.remote(), "learner version", timeout_s)
 
     def probe(self, token_ids: list[int], timeout_s: float) -> list[float]:
-        return wait(self.ranks[0].probe_logprobs.remote(token_ids), "learner probe", timeout_s)
+        """Rank 0's log-probs of ``token_ids[1:]``; every rank runs it (under ZeRO-3 the gather is collective)."""
+        return wait([w.probe_logprobs.remote(token_ids) for w in self.ranks], "learner probe", timeout_s)[0]
 
     def save(self, directory: str, client_state: dict) -> None:
         wait([w.save.remote(directory, client_state) for w in self.ranks], "learner checkpoint", self.cfg.timeout_s)

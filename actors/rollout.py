@@ -117,15 +117,21 @@ class RolloutFleet:
         self.version = version
         return infos
 
-    def revive_dead(self, engines: list[int]) -> None:
-        """Before a stream: ask each engine for its version and bring back the dead ones (restarted by Ray, with
-        their start weights: the stream about to run gives them the current ones)."""
-        for i in engines:
+    def revive_dead(self, engines: list[int], timeout_s: float) -> list[int]:
+        """Before a stream: ask each engine for its version (it answers once a generate call in flight is done)
+        and bring back the dead ones (restarted by Ray with their start weights: the stream about to run gives
+        them the current ones). Returns the engines that did not answer within ``timeout_s`` (stuck)."""
+        pings = [self.workers[i].version.remote() for i in engines]
+        ray.wait(pings, num_returns=len(pings), timeout=timeout_s)
+        stuck = []
+        for i, ping in zip(engines, pings):
             try:
-                wait(self.workers[i].version.remote(), f"rollout worker {i} (before the weight stream)",
-                     self.sync_timeout_s)
-            except ActorDiedError:
+                ray.get(ping, timeout=0)
+            except ray.exceptions.GetTimeoutError:
+                stuck.append(i)
+            except ray.exceptions.RayActorError:
                 self._restore(i, reload=False)
+        return stuck
 
     def probe(self, token_ids: list[int]) -> list[list[float]]:
         """Every engine's log-probs of ``token_ids[1:]``."""

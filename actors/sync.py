@@ -65,19 +65,26 @@ def stream_sync(learners, fleet, sync_cfg, engines: list[int] | None = None, ret
     first; an engine that dies during the stream is brought back and the stream runs once more. A peer that does
     not answer fails the sync within ``sync.timeout_s`` with an error naming it."""
     engines = list(range(len(fleet.workers))) if engines is None else engines
-    fleet.revive_dead(engines)
-    names = ["learner rank 0", *[f"rollout worker {i}" for i in engines]]
     t0 = time.perf_counter()
-    plan, address, send_refs = learners.start_stream(sync_cfg.bucket_mb, names, sync_cfg.timeout_s,
-                                                     sync_cfg.stream_depth)
-    recv_refs = [fleet.workers[i].receive_weights.remote(plan, address, r + 1, names, sync_cfg.timeout_s,
+    deadline = t0 + sync_cfg.timeout_s  # one deadline for the whole sync: checks, rendezvous, stream
+
+    def left() -> float:
+        return max(deadline - time.perf_counter(), 0.001)
+
+    if stuck := fleet.revive_dead(engines, left()):
+        raise StreamSyncError(f"weight stream: {', '.join(f'rollout worker {i}' for i in stuck)} did not answer "
+                              f"within {sync_cfg.timeout_s:.0f} s (sync.timeout_s; busy or stuck); the run stops here")
+    names = ["learner rank 0", *[f"rollout worker {i}" for i in engines]]
+    plan, address, send_refs = learners.start_stream(sync_cfg.bucket_mb, names, left(), sync_cfg.stream_depth)
+    timeout_s = left()
+    recv_refs = [fleet.workers[i].receive_weights.remote(plan, address, r + 1, names, timeout_s,
                                                          sync_cfg.stream_depth) for r, i in enumerate(engines)]
     owners = {**{ref: f"learner rank {r}" for r, ref in enumerate(send_refs)},
               **{ref: f"rollout worker {i}" for i, ref in zip(engines, recv_refs)}}
     try:
-        results = settle(owners, sync_cfg.timeout_s, f"weight stream v{plan.version}")
+        results = settle(owners, timeout_s, f"weight stream v{plan.version}")
     except ActorCallError as exc:
-        dead = _dead(engines, recv_refs, min(DEATH_NOTICE_S, max(t0 + sync_cfg.timeout_s - time.perf_counter(), 0)))
+        dead = _dead(engines, recv_refs, min(DEATH_NOTICE_S, left()))
         if not dead:
             raise
         if not retry:

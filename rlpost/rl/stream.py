@@ -229,7 +229,7 @@ def open_group(address: tuple[str, int], rank: int, names: Sequence[str], timeou
                device: torch.device | None = None):
     """A process group of its own among ``len(names)`` members (rank 0 hosts the rendezvous store at ``address``),
     outside the default group (the learner's DeepSpeed group stays untouched). Backend from ``device``: NCCL for
-    CUDA, gloo otherwise. Rank 0 waits up to half of ``timeout_s`` for every member to check in, then raises
+    CUDA, gloo otherwise. Rank 0 waits up to ``timeout_s`` for every member to check in, then raises
     ``StreamError`` naming those that did not (``names[r]`` is rank r's name); collectives time out at
     ``timeout_s``. Returns the group."""
     from torch.distributed import PrefixStore, TCPStore
@@ -245,7 +245,7 @@ def open_group(address: tuple[str, int], rank: int, names: Sequence[str], timeou
                           ) from None
     store.set(f"joined/{rank}", "1")
     if rank == 0:
-        deadline = time.monotonic() + timeout_s / 2
+        deadline = time.monotonic() + timeout_s
         missing = list(range(1, world))
         while missing and time.monotonic() < deadline:
             missing = [r for r in missing if not store.check([f"joined/{r}"])]
@@ -253,7 +253,7 @@ def open_group(address: tuple[str, int], rank: int, names: Sequence[str], timeou
                 time.sleep(0.005)
         if missing:
             raise StreamError(f"weight stream: {', '.join(names[r] for r in missing)} did not join within "
-                              f"{timeout_s / 2:.0f} s (half of sync.timeout_s); dead or stuck")
+                              f"{timeout_s:.0f} s (sync.timeout_s); dead or stuck")
     store = PrefixStore("group", store)
     if device.type == "cuda":
         group = torch.distributed.ProcessGroupNCCL(store, rank, world, torch.distributed.ProcessGroupNCCL.Options())
