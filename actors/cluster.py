@@ -17,7 +17,7 @@ from rlpost.actors.placement import Placement, actor_environment, actor_location
 from rlpost.actors.reward import RewardClient
 from rlpost.actors.rollout import Pending, RolloutFleet
 from rlpost.actors.shared_storage import check_shared_storage
-from rlpost.actors.sync import sync_weights
+from rlpost.actors.sync import StreamSyncError, stream_sync, sync_weights
 from rlpost.actors.telemetry import RunMetrics
 from rlpost.rl.config import RunConfig
 
@@ -32,6 +32,8 @@ class Cluster:
         self.placement = Placement(cfg)
         self.learners = LearnerGroup(cfg, checkpoint, self.placement)
         self.fleet = RolloutFleet(cfg, checkpoint, self.placement)
+        if cfg.sync.transport == "stream":  # a restarted engine gets the current weights streamed to it alone
+            self.fleet.resync = self._resync
         self.rewards = RewardClient(cfg, redis_url)
         check_shared_storage(cfg.out, {f"learner:{r}": a for r, a in enumerate(self.learners.ranks)})
         self.curator: CuratorClient | None = None
@@ -78,14 +80,28 @@ class Cluster:
     def sync(self, probe: list[int] | None = None) -> dict:
         return sync_weights(self.learners, self.fleet, self.cfg.sync, probe)
 
+    def _resync(self, engines: list[int]) -> None:
+        """Stream the learner's weights into restarted ``engines``: they must be the fleet's version (the loop
+        only collects between a sync and the next update, so they are)."""
+        version = self.learners.version(self.cfg.sync.timeout_s)
+        if version != self.fleet.version:
+            raise StreamSyncError(f"rollout workers {engines}: restarted while the learner is at v{version} and the "
+                                  f"fleet at v{self.fleet.version}; the stream can only give them the learner's")
+        stream_sync(self.learners, self.fleet, self.cfg.sync, engines)
+
     def start_curator(self, pool: list) -> CuratorClient:
         self.curator = CuratorClient(self.cfg, self.checkpoint, self.redis_url, pool)
         check_shared_storage(self.cfg.out, {"curator:0": self.curator.actor})
         return self.curator
 
     def curate(self, step: int):
-        """Start the curation round of ``step`` with the last synced weights; returns its ref."""
-        return self.curator.start_round(step, self.fleet.last_weights)
+        """Start the curation round of ``step`` with the last synced weights; returns its ref. On the stream
+        transport the curator's engine (not a stream member) gets them as one object-store message, exported
+        for the round (every ``curation.every`` steps; the loop starts rounds right after a sync)."""
+        weights = self.fleet.last_weights
+        if self.cfg.sync.transport == "stream" and self.fleet.version and self.cfg.curation.scored:
+            weights = ray.put(self.learners.export_weights(self.cfg.sync.bucket_mb, self.cfg.sync.timeout_s))
+        return self.curator.start_round(step, weights)
 
     def save(self, directory: str, client_state: dict) -> None:
         self.learners.save(directory, client_state)

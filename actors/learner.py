@@ -49,8 +49,18 @@ class LearnerWorker:
     def export_weights(self, bucket_mb: float):
         return self.learner.export_weights(bucket_mb)
 
+    def stream_plan(self, bucket_mb: float):
+        return self.learner.stream_plan(bucket_mb)
+
+    def stream_weights(self, plan, address: tuple[str, int], names: list[str], timeout_s: float,
+                       depth: int) -> dict | None:
+        return self.learner.stream_weights(plan, address, names, timeout_s, depth)
+
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.learner.probe_logprobs(token_ids)
+
+    def version(self) -> int:
+        return self.learner.version
 
     def save(self, directory: str, client_state: dict) -> None:
         self.learner.save(directory, client_state)
@@ -118,8 +128,21 @@ class LearnerGroup:
         """Rank 0's weights message (every rank takes part: ZeRO-3 gathers)."""
         return wait([w.export_weights.remote(bucket_mb) for w in self.ranks], "weight export", timeout_s)[0]
 
+    def start_stream(self, bucket_mb: float, names: list[str], timeout_s: float, depth: int):
+        """Plan a streaming sync on rank 0 and start every rank sending (rank 0) or gathering (ZeRO-3); returns
+        (plan, the stream's rendezvous address on rank 0's node, the ranks' refs: rank 0's answers its stage
+        times). ``names``: the stream group's members, rank 0 first."""
+        plan = wait(self.ranks[0].stream_plan.remote(bucket_mb), "learner stream plan", timeout_s)
+        address = wait(self.ranks[0].rendezvous.remote(), "learner stream rendezvous", timeout_s)
+        refs = [w.stream_weights.remote(plan, address, names, timeout_s, depth) for w in self.ranks]
+        return plan, address, refs
+
+    def version(self, timeout_s: float) -> int:
+        return wait(self.ranks[0].version.remote(), "learner version", timeout_s)
+
     def probe(self, token_ids: list[int], timeout_s: float) -> list[float]:
-        return wait(self.ranks[0].probe_logprobs.remote(token_ids), "learner probe", timeout_s)
+        """Rank 0's log-probs of ``token_ids[1:]``; every rank runs it (under ZeRO-3 the gather is collective)."""
+        return wait([w.probe_logprobs.remote(token_ids) for w in self.ranks], "learner probe", timeout_s)[0]
 
     def save(self, directory: str, client_state: dict) -> None:
         wait([w.save.remote(directory, client_state) for w in self.ranks], "learner checkpoint", self.cfg.timeout_s)

@@ -3,6 +3,8 @@ fleet: the driver's side of all engines (fan-out, reissue after a death, weight 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import ray
 
@@ -25,6 +27,10 @@ class RolloutWorker:
 
     def load_weights(self, message) -> dict:
         return self.engine.load_weights(message)
+
+    def receive_weights(self, plan, address: tuple[str, int], rank: int, names: list[str], timeout_s: float,
+                        depth: int) -> dict:
+        return self.engine.receive_weights(plan, address, rank, names, timeout_s, depth)
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.probe_logprobs(token_ids)
@@ -65,8 +71,13 @@ class RolloutFleet:
             for i in range(rc.num_workers)
         ]
         wait([w.version.remote() for w in self.workers], "rollout engine start (vLLM)", rc.timeout_s)
+        self.transport = cfg.sync.transport
         self.last_weights = None  # object ref of the last weights message: what a restarted engine reloads
+        # stream transport: how a restarted engine gets the current weights (``actors/sync.py`` streams them from
+        # the learner to the engines given); set by the cluster.
+        self.resync: Callable[[list[int]], object] | None = None
         self.version = 0  # the policy version every engine holds
+        self.acknowledged = {i: 0 for i in range(rc.num_workers)}  # the version each engine last acknowledged
         self.restarts = 0
 
     def generate(self, scenarios: list, group_size: int, run: str, step: int, seed: int,
@@ -106,11 +117,27 @@ class RolloutFleet:
         self.version = version
         return infos
 
+    def revive_dead(self, engines: list[int], timeout_s: float) -> list[int]:
+        """Before a stream: ask each engine for its version (it answers once a generate call in flight is done)
+        and bring back the dead ones (restarted by Ray with their start weights: the stream about to run gives
+        them the current ones). Returns the engines that did not answer within ``timeout_s`` (stuck)."""
+        pings = [self.workers[i].version.remote() for i in engines]
+        ray.wait(pings, num_returns=len(pings), timeout=timeout_s)
+        stuck = []
+        for i, ping in zip(engines, pings):
+            try:
+                ray.get(ping, timeout=0)
+            except ray.exceptions.GetTimeoutError:
+                stuck.append(i)
+            except ray.exceptions.RayActorError:
+                self._restore(i, reload=False)
+        return stuck
+
     def probe(self, token_ids: list[int]) -> list[list[float]]:
         """Every engine's log-probs of ``token_ids[1:]``."""
         return wait([w.probe_logprobs.remote(token_ids) for w in self.workers], "engine probe", self.sync_timeout_s)
 
-    def _restore(self, i: int) -> None:
+    def _restore(self, i: int, reload: bool = True) -> None:
         """Wait for Ray to restart engine ``i``, then load the current weights and version before it serves. When
         its node died, Ray re-places its bundle on a node with room; the wait for one (a node may have to join) is
         bounded by ``runtime.node_wait_s`` and says what it waits for."""
@@ -118,7 +145,12 @@ class RolloutFleet:
 
         wait_for_room(f"rollout worker {i}", self.bundle, self.node_wait_s)
         revive(self.workers[i], f"rollout worker {i}", self.node_wait_s)
-        if self.last_weights is not None:
+        self.restarts += 1
+        if not reload:
+            return
+        if self.transport == "stream":
+            if self.version:  # at version 0 the engine restarted with the current weights: the start checkpoint
+                self.resync([i])
+        elif self.last_weights is not None:
             wait(self.workers[i].load_weights.remote(self.last_weights), f"weight reload (restarted worker {i})",
                  self.sync_timeout_s)
-        self.restarts += 1

@@ -16,6 +16,10 @@ SYNC_VERSION = "version"
 SYNC_MS = "sync_ms"
 SYNC_BYTES = "sync_bytes"
 SYNC_PROBE_GAP = "sync_probe_gap"
+SYNC_EXPORT_MS = "sync_export_ms"  # learner: gather + pack (actors/sync.py defines each stage)
+SYNC_INTEGRITY_MS = "sync_integrity_ms"  # checksums, sender + slowest receiver
+SYNC_TRANSFER_MS = "sync_transfer_ms"  # moving the bytes (object store, or the stream's collectives)
+SYNC_LOAD_MS = "sync_load_ms"  # the slowest engine's in-place load
 STALENESS_MAX = "staleness/max"
 TRAIN_TOKENS = "tokens/train"  # cumulative tokens (prompt + completion) of the training steps' rollouts
 

@@ -155,6 +155,12 @@ class SyncConfig(StrictModel):
         True, description="after each sync compare rollout-engine and learner log-probs on a probe sequence")
     probe_tolerance: float = Field(1e-3, gt=0, description="max mean |logp gap| on the probe; larger fails the sync")
     timeout_s: float = Field(120.0, gt=0, description="deadline for one sync; past it the run stops naming the worker")
+    transport: Literal["object_store", "stream"] = Field(
+        "object_store", description="object_store: one whole-model message via Ray; stream: buckets broadcast over a "
+        "process group (gloo on CPU, NCCL on CUDA), packing, transfer and loading overlapped (needs in-process vLLM)")
+    stream_depth: int = Field(
+        2, ge=1, description="stream: buckets in flight per side (sender buffers, receiver queue); memory = depth x "
+        "bucket_mb per side")
 
 
 class TrainerConfig(StrictModel):
@@ -266,6 +272,9 @@ class RunConfig(StrictModel):
                 f"curation.group_size: amortised scores mix training groups (rollout.group_size = "
                 f"{self.rollout.group_size}) with re-scored ones, so both must be equal; got {self.curation.group_size}"
             )
+        if self.sync.transport == "stream" and not self.rollout.in_process:
+            raise ValueError("sync.transport: 'stream' loads buckets into vLLM from a live iterator, which needs "
+                             "rollout.in_process=true; set it, or sync.transport=object_store")
         if self.ray_address is None and self.ray_num_cpus is not None:
             need = self.rollout.num_workers * self.rollout.num_cpus + self.learner.num_ranks * self.learner.num_cpus
             if need > self.ray_num_cpus:

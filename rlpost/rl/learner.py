@@ -11,6 +11,7 @@ controls as targets, so it follows the backbone's drifting features without any 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from rlpost.rl.config import LearnerConfig
 from rlpost.rl.losses import Layout, PolicyLoss
+from rlpost.rl.stream import StreamPlan, plan_stream, tensor_specs
 from rlpost.rl.weights import WeightsMessage, pack_weights
 
 
@@ -250,12 +252,59 @@ class GRPOLearner:
             self.expert_opt.step()
         self.expert_opt.zero_grad(set_to_none=True)
 
-    def _gathered(self):
+    def _gathered(self, params: list | None = None):
+        """Under ZeRO-3, a context holding ``params`` (default: all) gathered whole on every rank; collective."""
         if self.cfg.zero_stage == 3:
             import deepspeed
 
-            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+            params = list(self.engine.module.parameters()) if params is None else params
+            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return nullcontext()
+
+    def stream_plan(self, bucket_mb: float) -> StreamPlan:
+        """The plan of a streaming sync of the current weights: names, full shapes (ZeRO-3 partitions report
+        theirs as ``ds_shape``), dtypes, buckets of at most ``bucket_mb`` MiB. Local: no collective."""
+        shape_of = (lambda p: p.ds_shape) if self.cfg.zero_stage == 3 else None
+        return plan_stream(tensor_specs(self.engine.module.named_parameters(), shape_of), bucket_mb * 2**20,
+                           self.version)
+
+    def stream_weights(self, plan: StreamPlan, address: tuple[str, int], names: list[str], timeout_s: float,
+                       depth: int = 2) -> dict[str, float] | None:
+        """Send the weights over the stream group at ``address`` (rank 0; ``names``: the group's members, rank 0
+        first), bucket by bucket; returns rank 0's stage times [ms] (None on other ranks). Every rank must call
+        it: under ZeRO-3 each bucket is gathered by all ranks (one bucket whole at a time, never the model), and
+        rank 0 keeps entering the gathers after a failure so the other ranks never hang, then raises."""
+        from contextlib import contextmanager
+
+        from rlpost.rl.stream import open_group, send_stream
+
+        params = [p for _, p in self.engine.module.named_parameters()]
+        if [t.name for t in plan.tensors] != [n for n, _ in self.engine.module.named_parameters()]:
+            raise ValueError(f"stream plan v{plan.version}: its tensors are not this model's parameters")
+
+        @contextmanager
+        def bucket_tensors(b: int):
+            chunk = [params[i] for i, _ in plan.buckets[b].entries]
+            with self._gathered(chunk):
+                yield [p.data for p in chunk]
+
+        if self.rank != 0:
+            for b in range(len(plan.buckets)):
+                with bucket_tensors(b):
+                    pass
+            return None
+        t0 = time.perf_counter()
+        try:
+            group = open_group(address, 0, names, timeout_s)
+        except BaseException:
+            for b in range(len(plan.buckets)):  # the other ranks gather bucket by bucket regardless
+                with bucket_tensors(b):
+                    pass
+            raise
+        setup = time.perf_counter() - t0
+        times = send_stream(group, plan, bucket_tensors, depth)
+        times.setup, times.wall = setup, time.perf_counter() - t0
+        return times.as_ms()
 
     def export_weights(self, bucket_mb: float) -> WeightsMessage | None:
         """The current weights as a bucketed message on rank 0 (None on other ranks). Collective under ZeRO-3:

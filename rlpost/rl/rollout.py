@@ -2,8 +2,9 @@
 
 ``RolloutEngine`` samples G completions per scenario under the policy's phase-constrained decoding, keeps the
 sampler's per-token log-probs, decodes trace and trajectory, and stamps every record with the policy version.
-Weights arrive as a ``WeightsMessage`` and are loaded in place through vLLM's public ``collective_rpc`` into the
-worker's ``reload_weights`` (``load_weights`` does not work after start-up on the CPU backend).
+Weights arrive as a ``WeightsMessage`` (object store) or as a stream of buckets (``receive_weights``) and are
+loaded in place through vLLM's public ``collective_rpc`` into the worker's ``reload_weights`` (``load_weights``
+does not work after start-up on the CPU backend).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rlpost.domain.decode import DecodeStatus
 from rlpost.rewards.compose import ComponentRecord
 from rlpost.rewards.types import Completion
 from rlpost.rl.config import RolloutConfig
+from rlpost.rl.stream import StreamPlan
 from rlpost.rl.weights import WeightsMessage, verify_weights
 
 
@@ -143,9 +145,11 @@ class RolloutEngine:
         return records
 
     def load_weights(self, message: WeightsMessage) -> dict:
-        """Verify the checksum, load the tensors in place, drop cached prefixes; returns version and timing."""
+        """Verify the checksum, load the tensors in place, drop cached prefixes; returns version and timing
+        (sync_ms: the whole call; integrity_ms / load_ms: its parts) [ms]."""
         t0 = time.perf_counter()
         verify_weights(message)
+        t_verified = time.perf_counter()
         if self.cfg.in_process:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(message.named_tensors()))})
         else:
@@ -157,12 +161,47 @@ class RolloutEngine:
             with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
                 save_file(dict(message.named_tensors()), str(Path(tmp) / "model.safetensors"))
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": tmp})
+        self._after_reload(message.version)
+        t1 = time.perf_counter()
+        return {"version": self.version, "sync_ms": 1000 * (t1 - t0), "bytes": message.num_bytes,
+                "integrity_ms": 1000 * (t_verified - t0), "load_ms": 1000 * (t1 - t_verified)}
+
+    def receive_weights(self, plan: StreamPlan, address: tuple[str, int], rank: int, names: list[str],
+                        timeout_s: float, depth: int = 2) -> dict:
+        """Join the weight stream at ``address`` as ``rank`` and load its buckets in place as they arrive: vLLM's
+        ``reload_weights`` consumes a lazy iterator fed by a receive thread (``rlpost.rl.stream.WeightStream``), so
+        receiving and checking bucket k+1 overlaps loading bucket k. Returns version, bytes and the stage times
+        [ms]. A failure midway leaves this engine's weights undefined (the sync fails naming it; the probe would
+        catch a half-loaded engine that the caller kept)."""
+        from rlpost.rl.stream import WeightStream, open_group
+
+        if not self.cfg.in_process:
+            raise ValueError("sync.transport: 'stream' feeds vLLM's reload_weights a live iterator, which only an "
+                             "in-process engine can take; set rollout.in_process=true or sync.transport=object_store")
+        t0 = time.perf_counter()
+        group = open_group(address, rank, names, timeout_s)
+        setup = time.perf_counter() - t0
+        stream = WeightStream(group, plan, timeout_s, depth)
+        t1 = time.perf_counter()
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(stream)})
+        except BaseException:
+            stream.close()
+            raise
+        stream.finish()
+        t2 = time.perf_counter()
+        self._after_reload(plan.version)
+        times = stream.times
+        times.setup, times.load, times.wall = setup, (t2 - t1) - stream.wait_s + (time.perf_counter() - t2), \
+            time.perf_counter() - t0
+        return {"version": self.version, "bytes": plan.num_bytes, **times.as_ms()}
+
+    def _after_reload(self, version: int) -> None:
         from rlpost.policy.vllm_engine import repack_tied_head
 
         self.llm.collective_rpc(repack_tied_head)  # a tied head keeps its old kernel weights otherwise (see there)
         self.llm.reset_prefix_cache()
-        self.version = message.version
-        return {"version": self.version, "sync_ms": 1000 * (time.perf_counter() - t0), "bytes": message.num_bytes}
+        self.version = version
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         """The engine's log-probs of ``token_ids[1:]`` (prompt log-probs): compared with the learner's after a sync."""

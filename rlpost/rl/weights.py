@@ -1,4 +1,5 @@
-"""The weights message from the learner to the rollout engines (docs/design.md §0.4 "Weights message").
+"""The weights message from the learner to the rollout engines (docs/design.md §0.4 "Weights message") on the
+object-store transport (``sync.transport: object_store``; the streaming transport is ``rlpost.rl.stream``).
 
 A message carries the policy version, the parameters in size-capped buckets (one transfer per bucket, never
 one per parameter) and a checksum over every byte, which the receiver recomputes before loading.
@@ -7,6 +8,7 @@ one per parameter) and a checksum over every byte, which the receiver recomputes
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ class WeightsMessage:
     version: int
     buckets: list[list[tuple[str, torch.Tensor]]]
     checksum: str
+    export_ms: float = 0.0  # time the sender spent copying the tensors into the buckets
+    checksum_ms: float = 0.0  # time the sender spent on the checksum
 
     def named_tensors(self) -> Iterable[tuple[str, torch.Tensor]]:
         """All (name, tensor) pairs in bucket order."""
@@ -48,6 +52,7 @@ def pack_weights(named: Iterable[tuple[str, torch.Tensor]], version: int, bucket
     if bucket_mb <= 0:
         raise ValueError(f"bucket_mb: must be > 0, got {bucket_mb}")
     cap = bucket_mb * 2**20
+    t0 = time.perf_counter()
     buckets: list[list[tuple[str, torch.Tensor]]] = [[]]
     size = 0
     for name, tensor in named:
@@ -59,7 +64,9 @@ def pack_weights(named: Iterable[tuple[str, torch.Tensor]], version: int, bucket
         buckets[-1].append((name, t))
         size += nbytes
     flat = [pair for bucket in buckets for pair in bucket]
-    return WeightsMessage(version, buckets, weights_checksum(flat))
+    t1 = time.perf_counter()
+    checksum = weights_checksum(flat)
+    return WeightsMessage(version, buckets, checksum, 1000 * (t1 - t0), 1000 * (time.perf_counter() - t1))
 
 
 def verify_weights(message: WeightsMessage) -> None:

@@ -1,0 +1,146 @@
+"""Weight sync, object store vs stream, side by side in one run (issue #15 parts 4-5).
+
+    python bench/sync.py --sizes 1m,30m --repeats 3            # what the test machine can afford
+    python bench/sync.py --sizes 1m,30m,125m,0.5b --repeats 3  # the whole ladder (0.5B: ~2.5 GB fp32 per copy)
+
+For each size a random-init untied Qwen2 (transformers ``Qwen2Config``; 0.5b has Qwen2.5-0.5B's dimensions) is
+written as a policy checkpoint and a real ``Cluster`` starts on it: one DeepSpeed learner rank, one vLLM engine,
+both Ray actors with one OpenMP thread (the reward worker idles). The two transports then alternate on that
+cluster, ``--repeats`` syncs each after one warm-up each, and the table reports the medians of
+``actors/sync.py``'s metrics: wall time and its stages (export = gather + pack on the learner; integrity =
+checksums on both sides; transfer; load = the engine's in-place load) in ms, and the bytes moved. Streamed
+stages overlap, so they need not add up to the wall time. Writes ``bench/results/sync.md`` (and ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {  # name -> Qwen2Config fields (untied)
+    "1m": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+               intermediate_size=256, vocab_size=6000),
+    "30m": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=2,
+                intermediate_size=1536, vocab_size=24000),
+    "125m": dict(hidden_size=768, num_hidden_layers=9, num_attention_heads=12, num_key_value_heads=4,
+                 intermediate_size=3072, vocab_size=32000),
+    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, vocab_size=151936),
+}
+KEYS = ["sync_ms", "sync_export_ms", "sync_integrity_ms", "sync_transfer_ms", "sync_load_ms"]
+
+
+def write_checkpoint(size: str, directory: Path, policy_files: Path) -> tuple[Path, int]:
+    """A random-init untied Qwen2 of ``size`` completed into a policy checkpoint; returns (folder, parameters)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rlpost.policy.model import copy_policy_files
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(**SIZES[size], tie_word_embeddings=False, max_position_embeddings=2048)
+    model = Qwen2ForCausalLM(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(directory), safe_serialization=True)
+    copy_policy_files(policy_files, directory)
+    del model
+    return directory, n
+
+
+def bench_size(size: str, checkpoint: Path, redis_url: str, repeats: int, bucket_mb: float) -> dict:
+    from rlpost.actors.cluster import Cluster
+    from rlpost.rl.config import RunConfig
+
+    cfg = RunConfig(name=f"bench-sync-{size}", out=tempfile.mkdtemp(prefix="bench-sync-"), redis_url=redis_url,
+                    rewards={"components": [{"name": "trajectory_quality", "in_process": True, "deadline_s": None}]},
+                    rollout={"group_size": 2, "num_cpus": 0.5, "kv_cache_gib": 1},
+                    learner={"num_ranks": 1, "zero_stage": 1, "num_cpus": 0.5, "micro_batch": 2},
+                    trainer={"scenarios_per_step": 1},
+                    sync={"bucket_mb": bucket_mb, "verify_probe": False, "timeout_s": 600})
+    runs: dict[str, list[dict]] = {"object_store": [], "stream": []}
+    t0 = time.perf_counter()
+    with Cluster(cfg, str(checkpoint), redis_url) as cluster:
+        start_s = time.perf_counter() - t0
+        for k in range(repeats + 1):  # the first of each is a warm-up
+            for transport in ("object_store", "stream"):
+                cluster.cfg.sync.transport = cluster.fleet.transport = transport
+                out = cluster.sync()
+                print(f"[{size}] {transport} #{k}: " + " ".join(f"{key}={out[key]:.0f}" for key in KEYS), flush=True)
+                if k:
+                    runs[transport].append(out)
+    return {"start_s": start_s, "bytes": runs["stream"][0]["sync_bytes"],
+            **{t: {key: statistics.median(r[key] for r in rs) for key in KEYS} for t, rs in runs.items()}}
+
+
+def table(results: dict, meta: dict) -> str:
+    lines = ["# Weight sync: object store vs stream", "",
+             f"`{meta['command']}` — {meta['when']}, {meta['machine']}; one learner rank (ZeRO-1), one vLLM engine, "
+             f"one OpenMP thread each; bucket {meta['bucket_mb']} MiB; median of {meta['repeats']} syncs after a "
+             "warm-up. Stages in ms (streamed stages overlap: they need not add up to the wall time).", "",
+             "| size | parameters | MB | transport | sync ms | export | integrity | transfer | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for size, r in results.items():
+        for t in ("object_store", "stream"):
+            m = r[t]
+            lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | {r['bytes'] / 2**20:.1f} | {t} | "
+                         f"{m['sync_ms']:.0f} | {m['sync_export_ms']:.0f} | {m['sync_integrity_ms']:.0f} | "
+                         f"{m['sync_transfer_ms']:.0f} | {m['sync_load_ms']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1m,30m", help=f"comma-separated, of {','.join(SIZES)}")
+    ap.add_argument("--repeats", type=int, default=3, help="timed syncs per transport and size (after a warm-up)")
+    ap.add_argument("--bucket-mb", type=float, default=64.0, help="sync.bucket_mb")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sync.md"))
+    args = ap.parse_args()
+    sizes = args.sizes.split(",")
+    if unknown := [s for s in sizes if s not in SIZES]:
+        raise SystemExit(f"--sizes: unknown {unknown}; choose from {list(SIZES)}")
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from rlpost.common.runtime import configure_cpu_runtime, pin_loopback
+
+    configure_cpu_runtime(1)
+    pin_loopback()
+    import ray
+
+    from rlpost.actors.common import actor_env
+    from rlpost.policy.config import ModelConfig
+    from rlpost.policy.model import new_policy, save_policy
+    from rlpost.storage.local_redis import LocalRedisServer
+
+    work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    policy = new_policy(ModelConfig(size="tiny", expert={"enabled": False}))
+    policy_files = save_policy(work / "policy", policy.backbone, policy.tokenizer, policy.config)
+    results = {}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=actor_env())
+    try:
+        with LocalRedisServer() as redis:
+            for size in sizes:
+                checkpoint, n = write_checkpoint(size, work / size, policy_files)
+                results[size] = {"parameters": n, **bench_size(size, checkpoint, redis.url, args.repeats,
+                                                                args.bucket_mb)}
+    finally:
+        ray.shutdown()
+    meta = {"command": "python bench/sync.py " + " ".join(sys.argv[1:]),
+            "when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "bucket_mb": args.bucket_mb, "repeats": args.repeats}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table(results, meta))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(table(results, meta))
+
+
+if __name__ == "__main__":
+    main()
