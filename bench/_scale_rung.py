@@ -38,6 +38,7 @@ QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BASE_VOCAB = 1024  # BPE tokens trained on the trace corpus (the rung's rows hold them plus the policy's own)
 SCENARIO_NET, SCENARIO_COUNT = "fokr_bs_demo", 64
+RAY_SERVICE_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # Ray's services that run as ray:: processes
 
 
 def scenarios_dir(cache: Path) -> Path:
@@ -187,8 +188,11 @@ class MemorySampler(threading.Thread):
 
 
     def _sample(self, psutil, actor_pids: set[int]) -> dict[str, int]:
-        """RSS now: each actor with its own children, this driver alone, and ``ray+redis``: the rest of the
-        driver's process tree (Ray's GCS, raylet with the object store, idle workers; the Redis server)."""
+        """RSS now: each actor with its own children (a vLLM engine starts helper processes), this driver alone,
+        and ``ray+redis``: Ray's own services in the driver's process tree (GCS, raylet with the object store,
+        dashboard and agents, monitors) and the Redis server. Worker processes (``ray::...``, idle workers) are
+        not services: before the run state names an actor its process is left out, and its main process's VmHWM
+        still covers that time."""
         out, counted = {}, set()
         for name, pid in self.pids.items():
             try:
@@ -202,11 +206,17 @@ class MemorySampler(threading.Thread):
             out["driver"] = me.memory_info().rss
             rest = 0
             for p in me.children(recursive=True):
-                if p.pid not in counted and p.pid not in actor_pids:
-                    try:
-                        rest += p.memory_info().rss
-                    except psutil.Error:
-                        pass
+                if p.pid in counted or p.pid in actor_pids:
+                    continue
+                try:
+                    cmd = p.cmdline()
+                    title = cmd[0] if cmd else ""
+                    if (title.startswith("ray::") and title not in RAY_SERVICE_TITLES) or any(
+                            "default_worker.py" in c for c in cmd):
+                        continue
+                    rest += p.memory_info().rss
+                except psutil.Error:
+                    pass
             out["ray+redis"] = rest
         except psutil.Error:
             pass

@@ -61,8 +61,9 @@ TIME_COMPONENTS = {"generate_s": "generation", "learn_s": "learner", "sync_s": "
 ROLES = ("learner:0", "rollout:0", "reward:0", "driver", "ray+redis")
 
 
-def matmul_peak(threads: int, size: int = 2048, reps: int = 5) -> float:
-    """Best fp32 matmul rate (FLOP/s) of ``size``² @ ``size``² with ``threads`` torch threads."""
+def matmul_peak(threads: int, size: int = 2048, reps: int = 20) -> float:
+    """Best fp32 matmul rate (FLOP/s) of ``size``² @ ``size``² with ``threads`` torch threads, over ``reps`` tries
+    (the best try is the one least disturbed by other processes)."""
     import torch
 
     before = torch.get_num_threads()
