@@ -116,6 +116,19 @@ def fit_loglog(xs: list[float], ys: list[float]) -> Fit | None:
     return Fit(slope, intercept, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, n)
 
 
+def fit_linear(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """(intercept, slope) of the least-squares line y = intercept + slope·x through the pairs with a y; None with
+    fewer than two distinct x. Memory is a fixed base plus bytes per parameter, which a power law fitted on
+    small rungs (where the base dominates) would extrapolate far too low."""
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]
+    if len({p[0] for p in pts}) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(p[0] for p in pts) / n, sum(p[1] for p in pts) / n
+    slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sum((p[0] - mx) ** 2 for p in pts)
+    return my - slope * mx, slope
+
+
 # Sync metrics. Today the loop logs `time/sync_s` (the driver's wall time of the whole sync: export, the message
 # through the driver and the object store, the engine's checksum + load, the probe if on) and the engine's
 # `sync_ms` (its checksum + load). A split sync's metrics are picked up by name, whatever else they are called:

@@ -42,6 +42,7 @@ from _scale import (  # noqa: E402
     MATRIX_RUNGS,
     QWEN25_7B,
     RUNGS,
+    fit_linear,
     fit_loglog,
     generation_flops,
     learner_flops,
@@ -108,10 +109,10 @@ def summarize(record: dict, warmup: int) -> dict:
 
 
 def rss_of(record: dict, role: str) -> float | None:
-    """Peak RSS of ``role`` (bytes): the larger of the sampled tree RSS and the kernel's high-water mark."""
-    values = [record.get("rss_peak", {}).get(role), record.get("rss_hwm", {}).get(role)]
-    values = [v for v in values if v]
-    return max(values) if values else None
+    """Peak RSS of ``role``'s main process (bytes): the kernel's high-water mark (VmHWM), exact; the sampled peak
+    for ``ray+redis``, which is several processes. The sampled peak of an actor's whole tree is kept in the JSON
+    (``rss_peak``): it also caught, now and then, a helper process vLLM runs for a moment at start-up."""
+    return record.get("rss_hwm", {}).get(role) or record.get("rss_peak", {}).get(role)
 
 
 def ladder(results: dict) -> list[dict]:
@@ -133,8 +134,21 @@ def fits(results: dict) -> dict[str, dict]:
     for label, ys in series.items():
         fit_all, fit_top = fit_loglog(xs, ys), fit_loglog(xs[-3:], ys[-3:])
         out[label] = {"all": fit_all and fit_all.__dict__, "top3": fit_top and fit_top.__dict__,
-                      "points": sum(1 for y in ys if y)}
+                      "points": sum(1 for y in ys if y),
+                      "linear": fit_linear(xs, ys) if label.startswith("peak RSS") else None}
     return out
+
+
+def at_half_billion(f: dict) -> str:
+    """The fit's value at the 0.5B rung: memory by its linear fit (base + bytes per parameter), times by the
+    power law of the largest three rungs."""
+    n = param_count(RUNGS["0.5B"])["total"]
+    if f.get("linear"):
+        base, per_param = f["linear"]
+        if per_param <= 0:
+            return f"— (no growth measured; base {base / 2**30:.2f} GiB)"
+        return f"{(base + per_param * n) / 2**30:.1f} GiB ({base / 2**30:.2f} GiB + {per_param:.0f} B/param)"
+    return f"{fit_predict(f['top3'], n):.1f} s" if f.get("top3") else "—"
 
 
 def _gib(b: float | None) -> str:
@@ -169,7 +183,9 @@ def extrapolation_7b(results: dict) -> list[str]:
     flops7 = learner_flops(n7, s["tokens_per_step"])
     lines += ["", f"Learner by FLOPs instead: 6 · {n7:.3g} · {s['tokens_per_step']:.0f} tokens = {flops7:.3g} FLOP per "
               f"step at the {top['rung']} rung's achieved {s['learner_flops'] / 1e9:.1f} GFLOP/s = "
-              f"**{flops7 / s['learner_flops']:,.0f} s per step**.", "",
+              f"**{flops7 / s['learner_flops']:,.0f} s per step**. Slopes below 1 mean fixed costs still weigh on "
+              "the fitted rungs, so the power-law column is low: the FLOP route is the better learner estimate "
+              "while the largest rungs are missing.", "",
               "Assumptions: the same machine and settings (fp32, one thread per process, one learner rank, one "
               "vLLM engine, the same sequences and tokens per step); each cost keeps the power law of the largest "
               "rungs (fixed overheads, which flatten the small rungs' slopes, are negligible at 7B; the learner's "
@@ -227,7 +243,8 @@ def markdown(results: dict) -> str:
                   "", "FLOPs: learner 6·N·T (T = prompt + completion tokens of the step, N all parameters: the tied "
                   "embedding is the LM head's matmul), engine 2·N·T over the same tokens (prefill + decode) per "
                   "second of generation wait. Attention's S-term and padding are not counted. Both run one thread, "
-                  "so their share is of the 1-thread peak."]
+                  "so their share is of the 1-thread peak. The peak is the best of 20 tries at the invocation's "
+                  "start; on a busy machine that is below the true peak, so the shares are upper bounds."]
     lines += ["", "## Rungs", "", "| rung | hidden | layers | heads / KV | intermediate | vocab | tied | parameters | "
               "embedding | non-embedding |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rung_table():
@@ -250,10 +267,13 @@ def markdown(results: dict) -> str:
                      f"{s['learner_flops'] / 1e9:.1f} ({s['learner_peak_share']:.0%}) | "
                      f"{s['engine_flops'] / 1e9:.1f} ({s['engine_peak_share']:.0%}) | {s['tokens_per_step']:.0f} | "
                      f"{r['load_before']:.2f} / {r['busy_before']:.0%} |")
-    lines += ["", "Peak RSS per role, GiB (the larger of psutil samples every 0.5 s of the process and its children, "
-              "and the kernel's VmHWM of the process; `ray+redis` = the rest of the driver's process tree: GCS, "
-              "raylet with the object store, idle workers, the Redis server); the lowest available memory of the "
-              "machine during the run:", "", "| rung | " + " | ".join(ROLES) + " | min. available |",
+    lines += ["", "Peak RSS per role, GiB (the kernel's VmHWM of the actor's process, read by a sampler every 0.5 s; "
+              "the JSON also has psutil's peak of each process tree, which now and then caught a helper process "
+              "vLLM runs at start-up; `ray+redis` (sampled) = Ray's services: GCS, raylet with the object store, "
+              "dashboard, agents, monitors, and the Redis server). Shared pages (the object store, libraries) "
+              "count in every process that maps them, so the roles do not add up to the machine's use; the last "
+              "column is the lowest memory the machine had available during the run (other jobs included):", "",
+              "| rung | " + " | ".join(ROLES) + " | min. available |",
               "|---|" + "---|" * (len(ROLES) + 1)]
     for r in lad:
         lines.append(f"| {r['rung']} | " + " | ".join(_gib(rss_of(r, role)) for role in ROLES)
@@ -282,9 +302,13 @@ def markdown(results: dict) -> str:
                   "<part> naming export / integrity|checksum|verify / transfer / load), this section lists them "
                   "and the slopes below fit each."]
     lines += ["", "## Slopes (log-log least squares, cost ∝ N^slope)", "",
-              "| component | slope, all rungs | slope, largest three | points |", "|---|---|---|---|"]
+              "| component | slope, all rungs | slope, largest three | points | at 0.5B from the fit (estimate) |",
+              "|---|---|---|---|---|"]
     for label, f in fits(results).items():
-        lines.append(f"| {label} | {_slope(f['all'])} | {_slope(f['top3'])} | {f['points']} |")
+        lines.append(f"| {label} | {_slope(f['all'])} | {_slope(f['top3'])} | {f['points']} | {at_half_billion(f)} |")
+    lines += ["", "The last column: times by the largest three rungs' power law, peak RSS by a straight line (a fixed "
+              "base plus bytes per parameter) through all rungs, since a power law fitted where the base dominates "
+              "would extrapolate memory far too low."]
     lines += ["", "![cost vs parameters](scale.png)", "", "## 0.5B step breakdown", ""]
     half = runs.get(run_key("0.5B", 1, 1))
     if half and half.get("ok") and half.get("summary"):

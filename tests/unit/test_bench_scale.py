@@ -16,6 +16,7 @@ from _scale import (  # noqa: E402
     QWEN25_7B,
     RUNGS,
     all_planned,
+    fit_linear,
     fit_loglog,
     generation_flops,
     learner_flops,
@@ -78,6 +79,13 @@ def test_fit_needs_two_positive_points():
     assert fit_loglog([1e6], [1.0]) is None
     assert fit_loglog([1e6, 2e6], [1.0, None]) is None
     assert fit_loglog([1e6, 2e6, 4e6], [1.0, 0.0, 4.0]).n_points == 2
+
+
+def test_linear_fit_gives_base_and_bytes_per_parameter():
+    base, per_param = fit_linear([1e6, 6e6, 3e7, 1.25e8], [5e8 + 20 * x for x in (1e6, 6e6, 3e7, 1.25e8)])
+    assert base == pytest.approx(5e8) and per_param == pytest.approx(20)
+    assert fit_linear([1e6, 1e6], [1.0, 2.0]) is None
+    assert fit_linear([1e6, 2e6, 3e6], [1.0, None, 5.0]) == pytest.approx((-1.0, 2e-6))
 
 
 def test_split_sync_metrics_are_picked_by_name():
