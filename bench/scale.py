@@ -359,14 +359,14 @@ def plot(results: dict, path: Path) -> None:
     xs = np.array([r["params"] for r in lad], dtype=float)
     grid = np.geomspace(max(xs.min() / 1.5, 1e5), xs.max() * 1.5, 50) if len(xs) else None
 
-    def draw(ax, label, ys, fit_label):
+    def draw(ax, label, ys, fit_label, scale=1.0):
         pts = [(x, y) for x, y in zip(xs, ys) if y]
         if not pts:
             return
         line = ax.loglog(*zip(*pts), "o-", label=label, alpha=0.8)[0]
         fit = f.get(fit_label, {}).get("all")
         if fit and grid is not None:
-            ax.loglog(grid, [fit_predict(fit, n) for n in grid], "--", color=line.get_color(), alpha=0.5,
+            ax.loglog(grid, [scale * fit_predict(fit, n) for n in grid], "--", color=line.get_color(), alpha=0.5,
                       label=f"  slope {fit['slope']:.2f}")
 
     for key, label in TIME_COMPONENTS.items():
@@ -375,7 +375,7 @@ def plot(results: dict, path: Path) -> None:
         draw(axes[0], key, [r["summary"]["sync_split"].get(key) for r in lad], f"sync split: {key}")
     axes[0].set(title="seconds per GRPO step", xlabel="parameters N", ylabel="s")
     for role in ROLES:
-        draw(axes[1], role, [(rss_of(r, role) or 0) / 2**30 for r in lad], f"peak RSS {role}")
+        draw(axes[1], role, [(rss_of(r, role) or 0) / 2**30 for r in lad], f"peak RSS {role}", 1 / 2**30)
     axes[1].set(title="peak RSS per role", xlabel="parameters N", ylabel="GiB")
     for key, label in (("learner_flops", "learner 6NT/s"), ("engine_flops", "engine 2NT/s")):
         pts = [(r["params"], r["summary"][key] / 1e9) for r in lad]
