@@ -31,7 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _gemma_convert import convert  # noqa: E402
-from _rss import PeakRSS  # noqa: E402
+from _memory import MemorySampler  # noqa: E402
 
 STEP_PARTS = ["step_s", "generate_wait_s", "score_s", "learn_s", "sync_s"]
 
@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=8)
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--results", default=str(HERE / "results"))
+    ap.add_argument("--min-free-gib", type=float, default=2.0,
+                    help="stop the GRPO run when the machine's available memory falls below this (other jobs live)")
     args = ap.parse_args()
 
     from rlpost.apps.pipeline import ensure_data, ensure_sft
@@ -90,10 +92,17 @@ def main() -> None:
         pool, held_out = (read_scenarios(data, cfg.data.train_split),
                           read_scenarios(data, cfg.data.eval_split)[: cfg.trainer.eval_scenarios])
         t = time.perf_counter()
-        with PeakRSS(redis.url, cfg.name) as peaks:
+        sampler = MemorySampler(redis.url, cfg.name, args.min_free_gib)
+        sampler.start()
+        try:
             summary = train(cfg, checkpoint, pool, held_out)
+        except KeyboardInterrupt:
+            raise SystemExit(sampler.tripped or "interrupted") from None
+        finally:
+            sampler.stop()
         times["grpo_s"] = time.perf_counter() - t
-    write_results(args, cfg, checkpoint, summary, peaks.gib, times)
+    peaks = {name: round(max(rss, sampler.hwm.get(name, 0)) / 2**30, 2) for name, rss in sorted(sampler.peak.items())}
+    write_results(args, cfg, checkpoint, summary, peaks, times)
 
 
 def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times: dict) -> None:
@@ -130,7 +139,7 @@ def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times:
     for r in steps:
         lines.append(f"| {r['step']} | " + " | ".join(f"{r[k]:.1f}" for k in STEP_PARTS)
                      + f" | {r.get('sync_bytes', 0) / 1e6:.0f} | {r.get('sync_probe_gap', float('nan')):.1e} |")
-    lines += ["", "Peak RSS per actor [GiB] (shared library pages count in each):", "",
+    lines += ["", "Peak RSS per actor with its child processes [GiB] (shared library pages count in each):", "",
               "| actor | GiB |", "|---|---|", *[f"| {k} | {v:.2f} |" for k, v in peaks.items()], "",
               "Held-out (before → after GRPO):", "", "| metric | before | after |", "|---|---|---|"]
     for key, before in summary.get("before", {}).items():

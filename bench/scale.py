@@ -239,7 +239,8 @@ def markdown(results: dict) -> str:
                   f"tokens under phase-constrained decoding), real SUMO scenario prompts, micro-batch "
                   f"{w['micro_batch']}, {w['steps']} steps of which the first {w['warmup']} are warm-up; fp32, "
                   "one OpenMP thread in every process, staleness 0, the sync's log-prob probe "
-                  f"{'on' if w['probe'] else 'off'}, random-init weights (no SFT), lr 1e-5, every run `nice -n 10`.",
+                  f"{'on' if w['probe'] else 'off'}, weight sync `{w.get('transport', 'object_store')}`, random-init "
+                  "weights (no SFT), lr 1e-5, every run `nice -n 10`.",
                   "", "FLOPs: learner 6·N·T (T = prompt + completion tokens of the step, N all parameters: the tied "
                   "embedding is the LM head's matmul), engine 2·N·T over the same tokens (prefill + decode) per "
                   "second of generation wait. Attention's S-term and padding are not counted. Both run one thread, "
@@ -432,6 +433,8 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=2, help="sequences per forward/backward (the 0.5B logits: "
                     "151936 x ~200 positions x 4 B = 120 MB per sequence, a few copies each)")
     ap.add_argument("--max-trace-tokens", type=int, default=16)
+    ap.add_argument("--transport", default="stream", choices=["stream", "object_store"],
+                    help="sync.transport of every run (bench/sync.py compares the two side by side)")
     ap.add_argument("--probe", action="store_true", help="verify every sync with the log-prob probe (timed in sync)")
     ap.add_argument("--min-free-gib", type=float, default=2.0,
                     help="stop a run when the machine's available memory falls below this")
@@ -478,7 +481,8 @@ def main() -> None:
         spec = {"rung": rung, "zero_stage": zero, "ranks": ranks, "steps": args.steps, "warmup": args.warmup,
                 "scenarios_per_step": args.scenarios_per_step, "group_size": args.group_size,
                 "micro_batch": args.micro_batch, "max_trace_tokens": args.max_trace_tokens, "probe": args.probe,
-                "min_free_gib": args.min_free_gib, "timeout_s": args.timeout_s, "cache": str(cache)}
+                "transport": args.transport, "min_free_gib": args.min_free_gib, "timeout_s": args.timeout_s,
+                "cache": str(cache)}
         spec_file, result_file = tmp / f"{rung}-{zero}-{ranks}.json", tmp / f"{rung}-{zero}-{ranks}.out.json"
         spec_file.write_text(json.dumps(spec))
         load, busy = os.getloadavg()[0], cpu_busy(3.0)

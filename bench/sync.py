@@ -54,44 +54,72 @@ def write_checkpoint(size: str, directory: Path, policy_files: Path) -> tuple[Pa
     return directory, n
 
 
-def bench_size(size: str, checkpoint: Path, redis_url: str, repeats: int, bucket_mb: float) -> dict:
+def bench_transport(size: str, transport: str, checkpoint: Path, redis_url: str, repeats: int, bucket_mb: float,
+                    min_free_gib: float) -> dict:
+    """``repeats`` syncs (after a warm-up) with ``transport`` on a fresh cluster, so that each transport's peak
+    memory per actor is its own; a run stopped by the memory guard or a dead actor is recorded, not raised."""
+    from _memory import MemorySampler
     from rlpost.actors.cluster import Cluster
     from rlpost.rl.config import RunConfig
+    from rlpost.storage.store import RunState
 
-    cfg = RunConfig(name=f"bench-sync-{size}", out=tempfile.mkdtemp(prefix="bench-sync-"), redis_url=redis_url,
+    cfg = RunConfig(name=f"bench-sync-{size}-{transport}", out=tempfile.mkdtemp(prefix="bench-sync-"),
+                    redis_url=redis_url,
                     rewards={"components": [{"name": "trajectory_quality", "in_process": True, "deadline_s": None}]},
                     rollout={"group_size": 2, "num_cpus": 0.5, "kv_cache_gib": 1},
                     learner={"num_ranks": 1, "zero_stage": 1, "num_cpus": 0.5, "micro_batch": 2},
                     trainer={"scenarios_per_step": 1},
-                    sync={"bucket_mb": bucket_mb, "verify_probe": False, "timeout_s": 600})
-    runs: dict[str, list[dict]] = {"object_store": [], "stream": []}
+                    sync={"bucket_mb": bucket_mb, "verify_probe": False, "timeout_s": 600, "transport": transport})
+    runs, out = [], {"load_avg_start": os.getloadavg()[0]}
+    sampler = MemorySampler(redis_url, cfg.name, min_free_gib)
+    sampler.start()
     t0 = time.perf_counter()
-    with Cluster(cfg, str(checkpoint), redis_url) as cluster:
-        start_s = time.perf_counter() - t0
-        for k in range(repeats + 1):  # the first of each is a warm-up
-            for transport in ("object_store", "stream"):
-                cluster.cfg.sync.transport = cluster.fleet.transport = transport
-                out = cluster.sync()
-                print(f"[{size}] {transport} #{k}: " + " ".join(f"{key}={out[key]:.0f}" for key in KEYS), flush=True)
+    try:
+        with Cluster(cfg, str(checkpoint), redis_url) as cluster:
+            RunState(redis_url, cfg.name).update(roles=cluster.where())  # the sampler finds the actors' pids here
+            out["start_s"] = time.perf_counter() - t0
+            for k in range(repeats + 1):  # the first is a warm-up
+                metrics = cluster.sync()
+                print(f"[{size}] {transport} #{k}: " + " ".join(f"{key}={metrics[key]:.0f}" for key in KEYS),
+                      flush=True)
                 if k:
-                    runs[transport].append(out)
-    return {"start_s": start_s, "bytes": runs["stream"][0]["sync_bytes"],
-            **{t: {key: statistics.median(r[key] for r in rs) for key in KEYS} for t, rs in runs.items()}}
+                    runs.append(metrics)
+    except KeyboardInterrupt:
+        out["error"] = sampler.tripped or "interrupted"
+    except Exception as exc:  # noqa: BLE001 - e.g. an engine killed for memory: recorded, the next run goes on
+        out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        sampler.stop()
+    out["peak_gib"] = {name: round(max(rss, sampler.hwm.get(name, 0)) / 2**30, 2)
+                       for name, rss in sorted(sampler.peak.items())}
+    if runs:
+        out.update(bytes=runs[0]["sync_bytes"], **{key: statistics.median(r[key] for r in runs) for key in KEYS})
+    return out
 
 
 def table(results: dict, meta: dict) -> str:
     lines = ["# Weight sync: object store vs stream", "",
              f"`{meta['command']}` — {meta['when']}, {meta['machine']}; one learner rank (ZeRO-1), one vLLM engine, "
              f"one OpenMP thread each; bucket {meta['bucket_mb']} MiB; median of {meta['repeats']} syncs after a "
-             "warm-up. Stages in ms (streamed stages overlap: they need not add up to the wall time).", "",
-             "| size | parameters | MB | transport | sync ms | export | integrity | transfer | load |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "warm-up, each transport on a fresh cluster (stream first). Stages in ms (streamed stages overlap: they "
+             "need not add up to the wall time). Peak RSS [GiB] of the learner rank, the engine (with its child "
+             "processes) and the driver (which holds the object-store path's whole message once).", "",
+             "| size | parameters | MB | transport | sync ms | export | integrity | transfer | load | peak GiB "
+             "learner / engine / driver |", "|---|---|---|---|---|---|---|---|---|---|"]
     for size, r in results.items():
         for t in ("object_store", "stream"):
-            m = r[t]
-            lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | {r['bytes'] / 2**20:.1f} | {t} | "
+            m = r.get(t)
+            if m is None:
+                continue
+            peaks = m.get("peak_gib", {})
+            memory = f"{peaks.get('learner:0', 0):.1f} / {peaks.get('rollout:0', 0):.1f} / {peaks.get('driver', 0):.1f}"
+            if "sync_ms" not in m:
+                lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | – | {t} | failed: {m.get('error', '?')} "
+                             f"| | | | | {memory} |")
+                continue
+            lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | {m['bytes'] / 2**20:.1f} | {t} | "
                          f"{m['sync_ms']:.0f} | {m['sync_export_ms']:.0f} | {m['sync_integrity_ms']:.0f} | "
-                         f"{m['sync_transfer_ms']:.0f} | {m['sync_load_ms']:.0f} |")
+                         f"{m['sync_transfer_ms']:.0f} | {m['sync_load_ms']:.0f} | {memory} |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +128,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="1m,30m", help=f"comma-separated, of {','.join(SIZES)}")
     ap.add_argument("--repeats", type=int, default=3, help="timed syncs per transport and size (after a warm-up)")
     ap.add_argument("--bucket-mb", type=float, default=64.0, help="sync.bucket_mb")
+    ap.add_argument("--transports", default="stream,object_store", help="comma-separated, in this order")
+    ap.add_argument("--min-free-gib", type=float, default=2.0,
+                    help="stop a run when the machine's available memory falls below this (other jobs live)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sync.md"))
     args = ap.parse_args()
     sizes = args.sizes.split(",")
@@ -108,6 +139,7 @@ def main() -> None:
 
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from rlpost.common.runtime import configure_cpu_runtime, pin_loopback
 
     configure_cpu_runtime(1)
@@ -122,25 +154,30 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     policy = new_policy(ModelConfig(size="tiny", expert={"enabled": False}))
     policy_files = save_policy(work / "policy", policy.backbone, policy.tokenizer, policy.config)
-    results = {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Earlier runs' sizes and transports are kept: a size that needs a quiet machine can be measured later.
+    saved = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    results, runs_meta = saved.get("results", {}), saved.get("runs", [])
+    meta = {"command": "python bench/sync.py " + " ".join(sys.argv[1:]),
+            "when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "bucket_mb": args.bucket_mb, "repeats": args.repeats}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=actor_env())
     try:
         with LocalRedisServer() as redis:
             for size in sizes:
                 checkpoint, n = write_checkpoint(size, work / size, policy_files)
-                results[size] = {"parameters": n, **bench_size(size, checkpoint, redis.url, args.repeats,
-                                                                args.bucket_mb)}
+                entry = results.setdefault(size, {})
+                entry["parameters"] = n
+                for transport in args.transports.split(","):
+                    entry[transport] = {**bench_transport(size, transport, checkpoint, redis.url, args.repeats,
+                                                          args.bucket_mb, args.min_free_gib), "when": meta["when"]}
+                    out.write_text(table(results, meta))
+                    out.with_suffix(".json").write_text(json.dumps({"runs": [*runs_meta, meta], "results": results},
+                                                                   indent=1))
     finally:
         ray.shutdown()
-    meta = {"command": "python bench/sync.py " + " ".join(sys.argv[1:]),
-            "when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "bucket_mb": args.bucket_mb, "repeats": args.repeats}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table(results, meta))
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    print(table(results, meta))
-
+    print(out.read_text())
 
 if __name__ == "__main__":
     main()
