@@ -89,16 +89,21 @@ class RolloutFleet:
 
     def collect(self, pending: Pending) -> list:
         """The records of all engines, in scenario order. A call lost to an engine's death is reissued on the
-        restarted engine once it holds the current weights (sampling is seeded, so the samples are the same)."""
+        restarted engine once it holds the current weights (sampling is seeded, so the samples are the same), as
+        often as Ray restarts the engine: under memory pressure the restarted engine can be killed again during
+        the reissued call. Ray's restart budget (``trainer.max_restarts``) bounds it: ``_restore`` raises, naming
+        the engine, once it is gone for good."""
         records = []
         for (i, request), ref in zip(pending.calls, pending.refs):
-            try:
-                part = wait(ref, f"rollout generation (worker {i})", self.cfg.timeout_s)
-            except (ActorDiedError, StaleEngineError):
-                # Died mid-call, or restarted before this call reached it and still holds the start weights.
-                self._restore(i)
-                part = wait(self.workers[i].generate.remote(request), f"rollout generation (worker {i}, reissued)",
-                            self.cfg.timeout_s)
+            what = f"rollout generation (worker {i})"
+            while True:
+                try:
+                    part = wait(ref, what, self.cfg.timeout_s)
+                    break
+                except (ActorDiedError, StaleEngineError):
+                    # Died mid-call, or restarted before this call reached it and still holds the start weights.
+                    self._restore(i)
+                    ref, what = self.workers[i].generate.remote(request), f"rollout generation (worker {i}, reissued)"
             records.extend(part)
         return records
 
@@ -108,12 +113,14 @@ class RolloutFleet:
         self.last_weights = ref
         infos = []
         for i, call in enumerate([w.load_weights.remote(ref) for w in self.workers]):
-            try:
-                infos.append(wait(call, f"weight sync into rollout worker {i}", self.sync_timeout_s))
-            except ActorDiedError:
-                self._restore(i)  # reloads self.last_weights, i.e. this message
-                infos.append(wait(self.workers[i].load_weights.remote(ref), f"weight sync (restarted worker {i})",
-                                  self.sync_timeout_s))
+            what = f"weight sync into rollout worker {i}"
+            while True:  # as often as Ray restarts the engine (see ``collect``)
+                try:
+                    infos.append(wait(call, what, self.sync_timeout_s))
+                    break
+                except ActorDiedError:
+                    self._restore(i)  # reloads self.last_weights, i.e. this message
+                    call, what = self.workers[i].load_weights.remote(ref), f"weight sync (restarted worker {i})"
         self.version = version
         return infos
 

@@ -1,6 +1,6 @@
-"""Chaos on CPU: kill each restartable actor (the curator twice: in round 0, which training waits for, and in a
-later round) and restart Redis during a short real run; the run completes and the Parquet log holds every rollout
-exactly once. A dead learner ends the run with a resumable checkpoint."""
+"""Chaos on CPU: kill each restartable actor (the rollout engine again as it comes back; the curator in round 0,
+which training waits for, and in a later round) and restart Redis during a short real run; the run completes and
+the Parquet log holds every rollout exactly once. A dead learner ends the run with a resumable checkpoint."""
 
 import json
 import threading
@@ -59,6 +59,15 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
     faults: list = []
     plan = [(0, kill("rollout:0")), (1, kill("reward")), (2, kill("curator")), (2, restart_redis)]
     from rlpost.actors import cluster as cluster_mod
+    from rlpost.actors import rollout as rollout_mod
+
+    original_restore = rollout_mod.RolloutFleet._restore
+
+    def restore_into_a_second_death(self, i, reload=True):  # killed again as it comes back (memory pressure)
+        original_restore(self, i, reload)
+        if not any(f.startswith("killed rollout:0 again") for f in faults):
+            ray.kill(self.workers[i], no_restart=False)
+            faults.append("killed rollout:0 again right after its restart")
 
     original_curate, curated = cluster_mod.Cluster.curate, []
 
@@ -77,21 +86,23 @@ def test_run_survives_actor_deaths_and_a_redis_restart(tmp_path, tiny_checkpoint
     thread = threading.Thread(target=chaos, daemon=True)
     thread.start()
     cluster_mod.Cluster.curate = curate_into_a_death
+    rollout_mod.RolloutFleet._restore = restore_into_a_second_death
     try:
         summary = train(cfg, tiny_checkpoint, pool, held, log=print)
     finally:
         cluster_mod.Cluster.curate = original_curate
+        rollout_mod.RolloutFleet._restore = original_restore
         thread.join(timeout=30)
         server.stop()
     print("faults injected:", faults)
-    assert len(faults) == 5 and not any(f.startswith("never") for f in faults)
+    assert len(faults) == 6 and not any(f.startswith("never") for f in faults)
     assert curated[:2] == [0, 0]  # round 0 was lost with the curator and ran again
     assert "after" in summary
     rows = pq.read_table(out / "rollouts").to_pylist()
     ids = [r["record_id"] for r in rows]
     assert len(ids) == 5 * 4 * 4 and len(set(ids)) == len(ids)  # nothing lost, nothing twice
     metrics = {json.loads(line)["step"]: json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()}
-    assert metrics[4]["restarts/rollout"] >= 1  # the dead engine was restored (weights + version) and reissued
+    assert metrics[4]["restarts/rollout"] >= 2  # the dead engine was restored (weights + version) and reissued, twice
     for step in range(5):
         assert metrics[step]["version"] == step + 1 and metrics[step]["staleness/max"] == 0
     assert all(r["policy_version"] == r["step"] for r in rows)  # no sample from a restarted engine's start weights
