@@ -49,7 +49,7 @@ def run_config(args, model_dir: Path, redis_url: str):
         "sft.grad_accum=4", "sft.lr=5e-5", "sft.warmup_steps=0", f"sft.eval_every={args.sft_steps}",
         "sft.eval_scenarios=8",
         "rollout.group_size=4", "rollout.kv_cache_gib=2",
-        "learner.micro_batch=2", "learner.lr=1e-5",
+        "learner.micro_batch=2", "learner.lr=1e-5", f"sync.transport={args.transport}",
         f"trainer.steps={args.grpo_steps}", "trainer.scenarios_per_step=2",
         f"trainer.checkpoint_every={args.grpo_steps}", "trainer.eval_scenarios=8", "trainer.eval_samples=1",
     ]
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=8)
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--results", default=str(HERE / "results"))
+    ap.add_argument("--transport", default="stream", choices=["stream", "object_store"], help="sync.transport")
     ap.add_argument("--min-free-gib", type=float, default=2.0,
                     help="stop the GRPO run when the machine's available memory falls below this (other jobs live)")
     args = ap.parse_args()

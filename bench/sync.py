@@ -97,6 +97,11 @@ def bench_transport(size: str, transport: str, checkpoint: Path, redis_url: str,
     return out
 
 
+def _first_line(error: str, width: int = 110) -> str:
+    line = error.splitlines()[0] if error else "?"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def table(results: dict, meta: dict) -> str:
     lines = ["# Weight sync: object store vs stream", "",
              f"`{meta['command']}` — {meta['when']}, {meta['machine']}; one learner rank (ZeRO-1), one vLLM engine, "
@@ -114,8 +119,9 @@ def table(results: dict, meta: dict) -> str:
             peaks = m.get("peak_gib", {})
             memory = f"{peaks.get('learner:0', 0):.1f} / {peaks.get('rollout:0', 0):.1f} / {peaks.get('driver', 0):.1f}"
             if "sync_ms" not in m:
-                lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | – | {t} | failed: {m.get('error', '?')} "
-                             f"| | | | | {memory} |")
+                failure = _first_line(m.get("error", "?"))
+                lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | – | {t} | failed: {failure} | | | | "
+                             f"| {memory} |")
                 continue
             lines.append(f"| {size} | {r['parameters'] / 1e6:.1f}M | {m['bytes'] / 2**20:.1f} | {t} | "
                          f"{m['sync_ms']:.0f} | {m['sync_export_ms']:.0f} | {m['sync_integrity_ms']:.0f} | "
