@@ -32,8 +32,10 @@ sys.path.insert(0, str(HERE))
 
 from _gemma_convert import convert  # noqa: E402
 from _memory import MemorySampler  # noqa: E402
+from rlpost.common import metric_names as M  # noqa: E402
 
-STEP_PARTS = ["step_s", "generate_wait_s", "score_s", "learn_s", "sync_s"]
+STEP_PARTS = [M.STEP_S, M.GENERATE_WAIT_S, M.SCORE_S, M.LEARN_S, M.SYNC_S]  # seconds
+SYNC_PARTS = [M.SYNC_MS, M.SYNC_EXPORT_MS, M.SYNC_INTEGRITY_MS, M.SYNC_TRANSFER_MS, M.SYNC_LOAD_MS]  # ms
 
 
 def run_config(args, model_dir: Path, redis_url: str):
@@ -63,6 +65,8 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=8)
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--results", default=str(HERE / "results"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the results from the finished run in --out (no training)")
     ap.add_argument("--transport", default="stream", choices=["stream", "object_store"], help="sync.transport")
     ap.add_argument("--min-free-gib", type=float, default=2.0,
                     help="stop the GRPO run when the machine's available memory falls below this (other jobs live)")
@@ -75,6 +79,14 @@ def main() -> None:
     from rlpost.storage.local_redis import LocalRedisServer
 
     configure_cpu_runtime(1)
+    if args.report_only:
+        saved = json.loads((Path(args.results) / "real_model.json").read_text())
+        with LocalRedisServer() as redis:
+            cfg = run_config(args, Path(args.out) / "hf", redis.url)
+        summary = json.loads((Path(cfg.out) / "summary.json").read_text())
+        write_results(args, cfg, str(Path(cfg.sft.out) / "final"), summary, saved["peak_rss_gib"],
+                      {"grpo_s": saved["times_s"]["grpo_s"]}, saved["machine"]["load_avg"])
+        return
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     model_dir = convert(Path(args.out) / "hf")
@@ -103,43 +115,51 @@ def main() -> None:
             sampler.stop()
         times["grpo_s"] = time.perf_counter() - t
     peaks = {name: round(max(rss, sampler.hwm.get(name, 0)) / 2**30, 2) for name, rss in sorted(sampler.peak.items())}
-    write_results(args, cfg, checkpoint, summary, peaks, times)
+    write_results(args, cfg, checkpoint, summary, peaks, times, os.getloadavg())
 
 
-def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times: dict) -> None:
+def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times: dict, load_avg) -> None:
     from transformers import AutoConfig
 
     out = Path(cfg.out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if r["step"] >= 0 and "step_s" in r]
+    steps = [r for r in rows if r["step"] >= 0 and M.STEP_S in r]
     sft_rows = [json.loads(line) for line in (Path(cfg.sft.out) / "metrics.jsonl").read_text().splitlines()
                 if line.strip()]
+    # Stage times as they were when each stage ran (a rerun reuses the converted folder and the SFT checkpoint).
+    source = json.loads((Path(cfg.model.path) / "source.json").read_text())
+    times = {"convert_s": source["convert_s"], "sft_s": max(r.get("time", 0) for r in sft_rows),
+             "grpo_s": times["grpo_s"]}
     policy = AutoConfig.from_pretrained(checkpoint)
     result = {
-        "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "load_avg": list(load_avg), "python": platform.python_version()},
         "model": {"source": "gemma-3-270m Q4_K_M GGUF, dequantised to fp32",
                   "architecture": policy.architectures, "vocab_after_extension": policy.vocab_size,
                   "tie_word_embeddings": policy.tie_word_embeddings},
         "times_s": {k: round(v, 1) for k, v in times.items()},
-        "grpo_steps": [{k: r.get(k) for k in STEP_PARTS + ["sync_ms", "sync_bytes", "sync_probe_gap",
-                                                             "sampler_logp_gap", "reward"]} for r in steps],
+        "grpo_steps": [{k: r.get(k) for k in [*STEP_PARTS, *SYNC_PARTS, M.SYNC_BYTES, M.SYNC_PROBE_GAP,
+                                              M.SAMPLER_LOGP_GAP, M.REWARD]} for r in steps],
         "peak_rss_gib": peaks, "held_out": summary, "sft": sft_rows,
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "real_model.json").write_text(json.dumps(result, indent=1, default=str))
     lines = ["# A real pretrained model end to end: Gemma 3 270M (base)", "",
-             f"`{' '.join(sys.argv)}` on {os.cpu_count()} CPU cores, load average at the end "
-             f"{os.getloadavg()[0]:.1f}. Source: {result['model']['source']}; after the policy's tokens the "
+             f"`bench/real_model.py` on {os.cpu_count()} CPU cores beside other jobs (load average at the end "
+             f"{load_avg[0]:.1f}); sync.transport {cfg.sync.transport}, {cfg.trainer.scenarios_per_step} scenarios × "
+             f"G={cfg.rollout.group_size} per step, {cfg.sft.steps} SFT steps of {cfg.sft.batch_size} sequences. "
+             f"Source: {result['model']['source']}; after the policy's tokens the "
              f"vocabulary is {policy.vocab_size} ({policy.architectures[0]}, tied head: "
              f"{policy.tie_word_embeddings}).", "",
              "| stage | seconds |", "|---|---|", *[f"| {k[:-2]} | {v:.0f} |" for k, v in times.items()], "",
-             "GRPO steps (seconds; sync bytes in MB):", "",
-             "| step | " + " | ".join(STEP_PARTS) + " | sync MB | probe gap |",
-             "|---" * (len(STEP_PARTS) + 3) + "|"]
+             "GRPO steps (seconds; sync_s = the weight transfer (sync_ms) + the log-prob probe on both sides; the "
+             "transfer's stages overlap in the stream; sync bytes in MB):", "",
+             "| step | " + " | ".join(k.split("/")[-1].replace("_ms", "_s") for k in STEP_PARTS + SYNC_PARTS) + " | sync MB | probe gap |",
+             "|---" * (len(STEP_PARTS) + len(SYNC_PARTS) + 3) + "|"]
     for r in steps:
         lines.append(f"| {r['step']} | " + " | ".join(f"{r[k]:.1f}" for k in STEP_PARTS)
-                     + f" | {r.get('sync_bytes', 0) / 1e6:.0f} | {r.get('sync_probe_gap', float('nan')):.1e} |")
+                     + " | " + " | ".join(f"{r.get(k, float('nan')) / 1000:.1f}" for k in SYNC_PARTS)
+                     + f" | {r.get(M.SYNC_BYTES, 0) / 1e6:.0f} | {r.get(M.SYNC_PROBE_GAP, float('nan')):.1e} |")
     lines += ["", "Peak RSS per actor with its child processes [GiB] (shared library pages count in each):", "",
               "| actor | GiB |", "|---|---|", *[f"| {k} | {v:.2f} |" for k, v in peaks.items()], "",
               "Held-out (before → after GRPO):", "", "| metric | before | after |", "|---|---|---|"]
