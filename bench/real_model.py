@@ -154,7 +154,8 @@ def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times:
              "| stage | seconds |", "|---|---|", *[f"| {k[:-2]} | {v:.0f} |" for k, v in times.items()], "",
              "GRPO steps (seconds; sync_s = the weight transfer (sync_ms) + the log-prob probe on both sides; the "
              "transfer's stages overlap in the stream; sync bytes in MB):", "",
-             "| step | " + " | ".join(k.split("/")[-1].replace("_ms", "_s") for k in STEP_PARTS + SYNC_PARTS) + " | sync MB | probe gap |",
+             "| step | " + " | ".join(k.split("/")[-1].replace("_ms", "_s") for k in STEP_PARTS + SYNC_PARTS)
+             + " | sync MB | probe gap |",
              "|---" * (len(STEP_PARTS) + len(SYNC_PARTS) + 3) + "|"]
     for r in steps:
         lines.append(f"| {r['step']} | " + " | ".join(f"{r[k]:.1f}" for k in STEP_PARTS)
