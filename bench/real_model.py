@@ -152,9 +152,10 @@ def write_results(args, cfg, checkpoint: str, summary: dict, peaks: dict, times:
              f"vocabulary is {policy.vocab_size} ({policy.architectures[0]}, tied head: "
              f"{policy.tie_word_embeddings}).", "",
              "| stage | seconds |", "|---|---|", *[f"| {k[:-2]} | {v:.0f} |" for k, v in times.items()], "",
-             "GRPO steps (seconds; sync_s = the weight transfer (sync_ms) + the log-prob probe on both sides; the "
+             "GRPO steps (seconds; sync_s = the weights' transfer (weights_s) + the log-prob probe on both sides; the "
              "transfer's stages overlap in the stream; sync bytes in MB):", "",
-             "| step | " + " | ".join(k.split("/")[-1].replace("_ms", "_s") for k in STEP_PARTS + SYNC_PARTS)
+             "| step | " + " | ".join("weights_s" if k == M.SYNC_MS else k.split("/")[-1].replace("_ms", "_s")
+                                  for k in STEP_PARTS + SYNC_PARTS)
              + " | sync MB | probe gap |",
              "|---" * (len(STEP_PARTS) + len(SYNC_PARTS) + 3) + "|"]
     for r in steps:
