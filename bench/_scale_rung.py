@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests/: the Qwen-style tokenizer builder the bring-your-own-model tests use (tests/byo_models.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 from _memory import MemorySampler  # noqa: E402
 from _scale import RUNGS, param_count, sync_split  # noqa: E402
 
 # The policy's trajectory tokenisation (rlpost.rl.config.TINY_MODEL's bins and ranges).
 NUM_BINS, ACCEL_RANGE, CURVATURE_RANGE = 255, (-4.0, 4.0), (-0.15, 0.15)
-QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-              r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BASE_VOCAB = 1024  # BPE tokens trained on the trace corpus (the rung's rows hold them plus the policy's own)
 SCENARIO_NET, SCENARIO_COUNT = "fokr_bs_demo", 64
@@ -62,21 +62,13 @@ def ensure_tokenizer(cache: Path) -> Path:
     out = cache / "tokenizer"
     if (out / "tokenizer.json").is_file():
         return out
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from byo_models import QWEN_SPLIT, byte_level_bpe
 
     from rlpost.policy.model import wording_corpus
     from rlpost.scenarios.schema import read_scenarios
 
     corpus = wording_corpus() + [s.coc_trace for s in read_scenarios(ensure_scenarios(cache))]
-    tk = Tokenizer(models.BPE())
-    tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=BASE_VOCAB, special_tokens=QWEN_SPECIALS, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk = byte_level_bpe(QWEN_SPLIT, QWEN_SPECIALS, BASE_VOCAB, corpus)
     tmp = Path(tempfile.mkdtemp(dir=cache))
     tk.save(str(tmp / "tokenizer.json"))
     (tmp / "tokenizer_config.json").write_text(json.dumps({

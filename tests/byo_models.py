@@ -46,7 +46,9 @@ def corpus() -> list[str]:
     return wording_corpus() + [s.coc_trace for s in make_scenarios(32, "train", seed=7)] + general
 
 
-def _byte_level_bpe(split: str, specials: list[str], vocab_size: int):
+def byte_level_bpe(split: str, specials: list[str], vocab_size: int, texts: list[str] | None = None):
+    """A byte-level BPE (GPT-2 / Llama-3 / Qwen layout: ``split`` regex, then bytes) trained on ``texts``
+    (default ``corpus()``); bench/_scale_rung.py builds the ladder's Qwen-style tokenizer with it too."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE())
@@ -57,7 +59,7 @@ def _byte_level_bpe(split: str, specials: list[str], vocab_size: int):
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(corpus(), trainer)
+    tk.train_from_iterator(corpus() if texts is None else texts, trainer)
     return tk
 
 
@@ -87,7 +89,7 @@ def _tokenizer(arch: str):
     from tokenizers import processors
 
     if arch == "llama":
-        tk = _byte_level_bpe(LLAMA3_SPLIT, ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], 420)
+        tk = byte_level_bpe(LLAMA3_SPLIT, ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], 420)
         bos = tk.token_to_id("<|begin_of_text|>")
         tk.post_processor = processors.TemplateProcessing(
             single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
@@ -95,7 +97,7 @@ def _tokenizer(arch: str):
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
                   "eos_token": "<|end_of_text|>", "model_max_length": 131072, "clean_up_tokenization_spaces": True}
     elif arch == "qwen3":
-        tk = _byte_level_bpe(QWEN_SPLIT, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 400)
+        tk = byte_level_bpe(QWEN_SPLIT, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 400)
         config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>",
                   "pad_token": "<|endoftext|>", "unk_token": None, "model_max_length": 131072,
                   "chat_template": QWEN_CHAT_TEMPLATE, "add_prefix_space": False, "errors": "replace"}
