@@ -192,7 +192,7 @@ def run(spec: dict) -> dict:
             "step": k, "sequences": len(t["prompt_ids"]),
             "prompt_tokens": sum(map(len, t["prompt_ids"])), "completion_tokens": sum(map(len, t["completion_ids"])),
             "step_s": r["time/step_s"], "generate_s": r["time/generate_wait_s"], "score_s": r["time/score_s"],
-            "learn_s": r["time/learn_s"], "sync_s": r["time/sync_s"], "engine_load_s": r["sync_ms"] / 1000.0,
+            "learn_s": r["time/learn_s"], "sync_s": r["time/sync_s"], "engine_load_s": r.get("sync_load_ms", r["sync_ms"]) / 1000.0,
             "sync_bytes": r["sync_bytes"], "sync_split": sync_split(r),
             "sampler_logp_gap": r.get("sampler_logp_gap")})
     result.update(steps=steps, rss_peak=sampler.peak, rss_hwm=sampler.hwm, pids=sampler.pids,

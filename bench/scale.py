@@ -58,7 +58,7 @@ from _scale import (  # noqa: E402
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "scale.json", "scale.md", "scale.png"
 # The per-step costs fitted against N (seconds per step), and the memory roles (peak RSS, bytes).
 TIME_COMPONENTS = {"generate_s": "generation", "learn_s": "learner", "sync_s": "sync (loop wall)",
-                   "engine_load_s": "sync: engine checksum + load", "score_s": "rewards", "step_s": "step"}
+                   "engine_load_s": "sync: engine load (≤ 30M: + its checksum)", "score_s": "rewards", "step_s": "step"}
 ROLES = ("learner:0", "rollout:0", "reward:0", "driver", "ray+redis")
 
 
