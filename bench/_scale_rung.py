@@ -157,9 +157,11 @@ def run(spec: dict) -> dict:
         cfg = RunConfig.model_validate({
             "name": name, "out": str(run_dir), "redis_url": redis.url, "init_checkpoint": checkpoint,
             "model": load_model_config(checkpoint).model_dump(),
-            "rollout": {"group_size": spec["group_size"], "num_cpus": 0.5, "timeout_s": long},
+            "rollout": {"group_size": spec["group_size"], "num_cpus": 0.5, "timeout_s": long,
+                        "num_gpus": spec.get("gpus", 0.0), "gpu_memory_utilization": 0.4},
             "learner": {"num_ranks": spec["ranks"], "zero_stage": spec["zero_stage"], "num_cpus": 0.5,
-                        "micro_batch": spec["micro_batch"], "lr": 1e-5, "timeout_s": long},
+                        "micro_batch": spec["micro_batch"], "lr": 1e-5, "timeout_s": long,
+                        "num_gpus": spec.get("gpus", 0.0)},
             "sync": {"verify_probe": spec["probe"], "timeout_s": long, "transport": spec["transport"]},
             "trainer": {"steps": spec["steps"], "scenarios_per_step": spec["scenarios_per_step"], "eval_scenarios": 1,
                         "eval_samples": 1, "checkpoint_every": 10**6, "seed": 0},
@@ -192,7 +194,8 @@ def run(spec: dict) -> dict:
             "step": k, "sequences": len(t["prompt_ids"]),
             "prompt_tokens": sum(map(len, t["prompt_ids"])), "completion_tokens": sum(map(len, t["completion_ids"])),
             "step_s": r["time/step_s"], "generate_s": r["time/generate_wait_s"], "score_s": r["time/score_s"],
-            "learn_s": r["time/learn_s"], "sync_s": r["time/sync_s"], "engine_load_s": r.get("sync_load_ms", r["sync_ms"]) / 1000.0,
+            "learn_s": r["time/learn_s"], "sync_s": r["time/sync_s"],
+            "engine_load_s": r.get("sync_load_ms", r["sync_ms"]) / 1000.0,
             "sync_bytes": r["sync_bytes"], "sync_split": sync_split(r),
             "sampler_logp_gap": r.get("sampler_logp_gap")})
     result.update(steps=steps, rss_peak=sampler.peak, rss_hwm=sampler.hwm, pids=sampler.pids,

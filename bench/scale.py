@@ -436,6 +436,9 @@ def main() -> None:
     ap.add_argument("--transport", default="stream", choices=["stream", "object_store"],
                     help="sync.transport of every run (bench/sync.py compares the two side by side)")
     ap.add_argument("--probe", action="store_true", help="verify every sync with the log-prob probe (timed in sync)")
+    ap.add_argument("--gpus", type=float, default=0.0,
+                    help="Ray GPUs per engine and per learner rank (GPU machines: 0.5 shares one GPU; "
+                         "bench/gpu_smoke.sh); 0 = CPU")
     ap.add_argument("--min-free-gib", type=float, default=2.0,
                     help="stop a run when the machine's available memory falls below this")
     ap.add_argument("--timeout-s", type=float, default=3600.0, help="per-call deadline inside a run, and per run x 3")
@@ -482,7 +485,7 @@ def main() -> None:
                 "scenarios_per_step": args.scenarios_per_step, "group_size": args.group_size,
                 "micro_batch": args.micro_batch, "max_trace_tokens": args.max_trace_tokens, "probe": args.probe,
                 "transport": args.transport, "min_free_gib": args.min_free_gib, "timeout_s": args.timeout_s,
-                "cache": str(cache)}
+                "cache": str(cache), "gpus": args.gpus}
         spec_file, result_file = tmp / f"{rung}-{zero}-{ranks}.json", tmp / f"{rung}-{zero}-{ranks}.out.json"
         spec_file.write_text(json.dumps(spec))
         load, busy = os.getloadavg()[0], cpu_busy(3.0)

@@ -107,6 +107,10 @@ class RolloutConfig(StrictModel):
     num_cpus: float = Field(
         0.5, gt=0, description="Ray CPUs reserved per rollout actor (fractional lets actors share cores)")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor (GPU clusters: 1 per vLLM engine)")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1,
+        description="share of its GPU's memory a vLLM engine takes (GPU engines only; lower it when a learner rank "
+                    "shares the GPU)")
     timeout_s: float = Field(
         600.0, gt=0, description="deadline for one generate call; past it the run stops with the actor named")
     max_batched_tokens: int = Field(
@@ -137,6 +141,12 @@ class LearnerConfig(StrictModel):
     num_gpus: float = Field(
         0.0, ge=0, description="Ray GPUs per learner rank (GPU clusters: 1; NCCL is used when CUDA is present)")
     threads: int = Field(1, ge=1, description="torch threads per learner rank")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each decoder layer's activations in the backward (HF gradient checkpointing): "
+                           "activation memory of one layer instead of all, for about one more forward of compute")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="learner forward/backward: fp32, or bf16 autocast over fp32 master weights and optimizer "
+                            "(CPUs without native bf16 run it slower: bench/results/learner_precision.md)")
     expert: Literal["frozen", "flow"] = Field(
         "frozen",
         description="the flow-matching expert during RL: frozen (behind the stop-gradient, as in AR1) or flow "

@@ -48,6 +48,12 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device) -> TrainBatch:
+        """The same batch on ``device`` (the learner's GPU; a no-op on CPU)."""
+        return TrainBatch(*(None if t is None else t.to(device) for t in (
+            self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
+            self.prefix_mask, self.expert_targets)))
+
     def slice(self, start: int, stop: int) -> TrainBatch:
         return TrainBatch(*(None if t is None else t[start:stop] for t in (
             self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
@@ -102,7 +108,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 def sequence_logprobs(model, token_ids: list[int]) -> list[float]:
     """Log-probs of ``token_ids[1:]`` under ``model`` for one unpadded sequence: the probe that checks an engine's
     weights against the model's (after a sync, or after loading a policy for evaluation)."""
-    ids = torch.tensor([token_ids])
+    ids = torch.tensor([token_ids], device=next(model.parameters()).device)
     return token_logprobs(model, ids, torch.ones_like(ids))[0, 1:].tolist()
 
 
@@ -136,6 +142,10 @@ class GRPOLearner:
 
         init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else "nccl")
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+        if cfg.activation_checkpointing:
+            # Non-reentrant: the recomputed forward sees the same autocast state and works under ZeRO-3's hooks.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
         micro = layout.micro
         self.accum = per_rank_batch // micro
         self.micro = micro
@@ -151,10 +161,11 @@ class GRPOLearner:
             "steps_per_print": 10**9,
         }
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        self.device = self.engine.device  # where DeepSpeed put the model: this rank's GPU, or the CPU
         self.reference = None
         if cfg.loss.needs_reference:
             self.reference = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
-            self.reference.requires_grad_(False)
+            self.reference.requires_grad_(False).to(self.device)
         self.checkpoint = Path(checkpoint)
         self.expert = self.expert_opt = None
         if cfg.expert == "flow":
@@ -169,7 +180,7 @@ class GRPOLearner:
         if self.expert is None:
             raise ValueError(f"learner.expert: 'flow' needs a checkpoint with an action expert; {self.checkpoint} has "
                              "none (SFT with model.expert.enabled=true), or set learner.expert=frozen")
-        self.expert.train()
+        self.expert.to(self.device).train()
         self.expert_time_beta = load_model_config(self.checkpoint).expert.time_beta
         self.expert_opt = torch.optim.AdamW(self.expert.parameters(), lr=self.cfg.expert_lr,
                                             weight_decay=self.cfg.weight_decay)
@@ -194,16 +205,18 @@ class GRPOLearner:
             flow_n = int(batch.prefix_mask.any(1).sum())
             flow_sum = 0.0
         for k in range(self.accum):
-            mb = batch.slice(k * self.micro, (k + 1) * self.micro)
+            mb = batch.slice(k * self.micro, (k + 1) * self.micro).to(self.device)
+            with self._autocast():
+                if self.expert is not None:
+                    logp, hidden = token_logprobs(self.engine, mb.input_ids, mb.attention_mask, return_hidden=True)
+                else:
+                    logp = token_logprobs(self.engine, mb.input_ids, mb.attention_mask)
+                ref_logp = None
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref_logp = token_logprobs(self.reference, mb.input_ids, mb.attention_mask)
             if self.expert is not None:
-                logp, hidden = token_logprobs(self.engine, mb.input_ids, mb.attention_mask, return_hidden=True)
-                flow_sum += self._expert_backward(hidden, mb, flow_n)
-            else:
-                logp = token_logprobs(self.engine, mb.input_ids, mb.attention_mask)
-            ref_logp = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref_logp = token_logprobs(self.reference, mb.input_ids, mb.attention_mask)
+                flow_sum += self._expert_backward(hidden.float(), mb, flow_n)
             loss, metrics = micro_batch_loss(self.cfg.loss, logp, mb, self.group_size, normalizer, ref_logp)
             self.engine.backward(loss * self.world, scale_wrt_gas=False)
             self.engine.step()
@@ -224,6 +237,13 @@ class GRPOLearner:
         totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         totals["sampler_logp_gap"] = gap_sum / max(gap_n, 1.0)
         return totals
+
+    def _autocast(self):
+        """bf16 autocast of the policy forward (``learner.precision``); the loss, the optimizer and the weights the
+        sync exports stay fp32 (``token_logprobs`` upcasts the logits before the log-softmax)."""
+        if self.cfg.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
 
     def _expert_backward(self, hidden: torch.Tensor, mb: TrainBatch, total: int) -> float:
         """Accumulate the flow-loss gradient of this micro-batch's sequences that have a trajectory, weighted so the

@@ -108,8 +108,9 @@ class RolloutEngine:
         # rewinds that request's seeded generator, which CPU generators cannot do ("CPU Generator does not use
         # offset"). Seeded requests are what makes a resumed run regenerate the same samples, so keep them and
         # schedule prompts whole instead.
+        gpu = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.num_gpus > 0 else {}
         self.llm = make_llm(d, seed=seed, kv_cache_gib=cfg.kv_cache_gib, in_process=cfg.in_process,
-                            enable_chunked_prefill=False, max_num_batched_tokens=cfg.max_batched_tokens)
+                            enable_chunked_prefill=False, max_num_batched_tokens=cfg.max_batched_tokens, **gpu)
         self.version = 0
 
     def generate(self, request: GenerateRequest, temperature: float | None = None) -> list[RolloutRecord]:

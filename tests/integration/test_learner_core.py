@@ -109,3 +109,43 @@ def test_flow_expert_trains_on_on_policy_prefixes_and_leaves_the_backbone_update
     with pytest.raises(ValueError, match="written with learner.expert=frozen"):
         learners["frozen"].save(tmp_path / "frozen_ckpt", {"next_step": 1})
         learners["flow"].load(tmp_path / "frozen_ckpt")
+
+
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_activation_checkpointing_gives_the_same_update(tiny_checkpoint, single_rank_env, zero_stage):
+    """Recomputing activations in the backward changes memory and time, not the math: same loss, same weights."""
+    from rlpost.rl.config import LearnerConfig
+    from rlpost.rl.learner import GRPOLearner
+
+    results = []
+    for checkpointing in (False, True):
+        cfg = LearnerConfig(lr=1e-3, micro_batch=4, zero_stage=zero_stage, activation_checkpointing=checkpointing)
+        learner = GRPOLearner(tiny_checkpoint, cfg, per_rank_batch=8, group_size=4)
+        assert learner.engine.module.is_gradient_checkpointing == checkpointing
+        batch = _batch(learner.engine.module)
+        metrics = learner.update(batch, normalizer=float(batch.completion_mask.sum()))
+        results.append((metrics, dict(learner.export_weights(bucket_mb=64).named_tensors())))
+    (plain, plain_w), (ckpt, ckpt_w) = results
+    assert ckpt["loss"] == pytest.approx(plain["loss"], abs=1e-6)
+    assert ckpt["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-5)
+    assert max(float((plain_w[n] - ckpt_w[n]).abs().max()) for n in plain_w) < 1e-6
+
+
+def test_bf16_autocast_trains_fp32_weights_close_to_the_fp32_update(tiny_checkpoint, single_rank_env):
+    """bf16 autocast: the forward is rounded (the sampler gap shows it), the weights and the sync stay fp32."""
+    from rlpost.rl.config import LearnerConfig
+    from rlpost.rl.learner import GRPOLearner
+
+    results = {}
+    for precision in ("fp32", "bf16"):
+        learner = GRPOLearner(tiny_checkpoint, LearnerConfig(lr=1e-3, micro_batch=4, precision=precision),
+                              per_rank_batch=8, group_size=4)
+        batch = _batch(learner.engine.module)
+        metrics = learner.update(batch, normalizer=float(batch.completion_mask.sum()))
+        weights = learner.export_weights(bucket_mb=64)
+        assert all(t.dtype == torch.float32 for _, t in weights.named_tensors())
+        results[precision] = metrics
+    fp32, bf16 = results["fp32"], results["bf16"]
+    assert fp32["sampler_logp_gap"] < 1e-5 < bf16["sampler_logp_gap"] < 0.1
+    assert bf16["loss"] == pytest.approx(fp32["loss"], abs=0.05 * abs(fp32["loss"]) + 1e-3)
+    assert bf16["grad_norm"] == pytest.approx(fp32["grad_norm"], rel=0.1)
