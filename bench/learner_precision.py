@@ -85,22 +85,27 @@ def model_folder(rung_name: str, cache: Path) -> Path:
 
 def write_markdown(result: dict, path: Path) -> None:
     lines = ["# Learner precision and activation checkpointing (`bench/learner_precision.py`)", "",
-             f"Machine: {result['machine']}; load average at start {result['loadavg_start']:.2f}, at end "
-             f"{result['loadavg_end']:.2f} (other jobs included). One learner rank, DeepSpeed ZeRO-1 over gloo, "
-             f"torch AdamW, one thread; {SEQUENCES} sequences × {PROMPT_TOKENS + COMPLETION_TOKENS} tokens per update "
-             f"(micro-batch {MICRO_BATCH}); median of {result['updates']} timed updates × {result['rounds']} rounds "
-             "after a warm-up, each configuration in a fresh process.", "",
-             "| rung | N | precision | activation ckpt | s / update | vs fp32 | peak RSS GiB | vs fp32 |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"One learner rank, DeepSpeed ZeRO-1 over gloo, torch AdamW, one thread; {SEQUENCES} sequences × "
+             f"{PROMPT_TOKENS + COMPLETION_TOKENS} tokens per update (micro-batch {MICRO_BATCH}); the median of the "
+             "timed updates after a warm-up, each configuration in a fresh process. Invocations (load averages "
+             "include other jobs on the machine):", ""]
+    for i, inv in enumerate(result["invocations"]):
+        lines.append(f"{i}. {inv['started']} on {inv['machine']}: rungs {inv['rungs']}, configurations "
+                     f"{inv['configs']}, {inv['updates']} timed update(s) × {inv['rounds']} round(s); load average "
+                     f"{inv['loadavg_start']:.2f} → {inv.get('loadavg_end', float('nan')):.2f}")
+    lines += ["", "| rung | N | precision | activation ckpt | s / update | vs fp32 | peak RSS GiB | vs fp32 "
+              "| invocation |", "|---|---|---|---|---|---|---|---|---|"]
     for rung, rows in result["rungs"].items():
-        base = rows["fp32/plain"]
-        for key, row in rows.items():
-            precision, mode = key.split("/")
+        base = rows.get("fp32/plain")
+        for key in sorted(rows, key=lambda k: (k.startswith("bf16"), k.endswith("ckpt"))):
+            row, (precision, mode) = rows[key], key.split("/")
+            time_ratio = f"{row['update_s'] / base['update_s']:.2f}×" if base else "–"
+            mem_ratio = f"{row['peak_rss_gib'] / base['peak_rss_gib']:.2f}×" if base else "–"
             lines.append(
                 f"| {rung} | {param_count(RUNGS[rung])['total']:,} | {precision} | {'on' if mode == 'ckpt' else 'off'} "
-                f"| {row['update_s']:.2f} | {row['update_s'] / base['update_s']:.2f}× "
-                f"| {row['peak_rss_gib']:.2f} | {row['peak_rss_gib'] / base['peak_rss_gib']:.2f}× |")
-    lines += ["", result["verdict"], ""]
+                f"| {row['update_s']:.2f} | {time_ratio} | {row['peak_rss_gib']:.2f} | {mem_ratio} "
+                f"| {row['invocation']} |")
+    lines += ["", result.get("verdict", ""), ""]
     path.write_text("\n".join(lines))
 
 
@@ -109,6 +114,9 @@ def main() -> None:
     ap.add_argument("--rungs", default="30M,125M", help="comma-separated ladder rungs")
     ap.add_argument("--updates", type=int, default=2, help="timed updates per configuration and round")
     ap.add_argument("--rounds", type=int, default=2, help="times the whole set of configurations is repeated")
+    ap.add_argument("--configs", default=",".join(f"{p}/{'ckpt' if c else 'plain'}" for p, c in CONFIGS),
+                    help="which of precision/plain|ckpt to run (bf16 is ~20x slower on AVX2-only CPUs: run it "
+                         "at the small rungs); results merge into the file by rung and configuration")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "rlpost-bench"), help="model folders")
     ap.add_argument("--child", nargs=4, metavar=("RUNG", "MODEL", "PRECISION", "CKPT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -120,8 +128,16 @@ def main() -> None:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    result = {"machine": f"{platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}",
-              "loadavg_start": os.getloadavg()[0], "updates": args.updates, "rounds": args.rounds, "rungs": {}}
+    wanted = args.configs.split(",")
+    unknown = set(wanted) - {f"{p}/{'ckpt' if c else 'plain'}" for p, c in CONFIGS}
+    if unknown:
+        raise SystemExit(f"--configs: unknown {sorted(unknown)}; each is fp32|bf16 / plain|ckpt")
+    out_json = RESULTS / "learner_precision.json"
+    result = json.loads(out_json.read_text()) if out_json.is_file() else {"rungs": {}, "invocations": []}
+    result["invocations"].append({
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "loadavg_start": os.getloadavg()[0], "updates": args.updates, "rounds": args.rounds, "rungs": args.rungs,
+        "configs": args.configs, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for rung in args.rungs.split(","):
         if rung not in RUNGS:
@@ -131,6 +147,8 @@ def main() -> None:
         for r in range(args.rounds):
             for precision, ckpt in CONFIGS:
                 key = f"{precision}/{'ckpt' if ckpt else 'plain'}"
+                if key not in wanted:
+                    continue
                 out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--child", rung,
                                       str(folder), precision, "1" if ckpt else "0"],
                                      env=env, capture_output=True, text=True, check=False)
@@ -138,18 +156,22 @@ def main() -> None:
                     raise SystemExit(f"{rung} {key} failed:\n{out.stderr[-3000:]}")
                 samples.setdefault(key, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"{rung} {key} round {r}: {samples[key][-1]['update_s']}", flush=True)
-        result["rungs"][rung] = {key: {
+        result["rungs"].setdefault(rung, {}).update({key: {
             "update_s": statistics.median(t for s in runs for t in s["update_s"]),
             "peak_rss_gib": max(s["peak_rss_bytes"] for s in runs) / 2**30,
-            "loss_first": runs[0]["loss_first"], "samples": runs} for key, runs in samples.items()}
-    result["loadavg_end"] = os.getloadavg()[0]
-    speed = {r: rows["bf16/plain"]["update_s"] / rows["fp32/plain"]["update_s"] for r, rows in result["rungs"].items()}
+            "loss_first": runs[0]["loss_first"], "samples": runs,
+            "invocation": len(result["invocations"]) - 1} for key, runs in samples.items()})
+    result["invocations"][-1]["loadavg_end"] = os.getloadavg()[0]
+    speed = {r: rows["bf16/plain"]["update_s"] / rows["fp32/plain"]["update_s"] for r, rows in result["rungs"].items()
+             if {"bf16/plain", "fp32/plain"} <= set(rows)}
     slower = all(v > 1 for v in speed.values())
-    result["verdict"] = ("bf16 autocast is " + ", ".join(f"{v:.2f}× fp32's time at {r}" for r, v in speed.items())
-                         + (" here: fp32 stays the default (`learner.precision`)." if slower else
-                            "; fp32 stays the default until a run shows bf16 costs nothing in accuracy."))
+    if speed:
+        result["verdict"] = (
+            "bf16 autocast takes " + ", ".join(f"{v:.1f}× fp32's time at {r}" for r, v in speed.items())
+            + (" here: fp32 stays the default (`learner.precision`)." if slower else
+               "; fp32 stays the default until a run shows bf16 costs nothing in accuracy."))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "learner_precision.json").write_text(json.dumps(result, indent=1))
+    out_json.write_text(json.dumps(result, indent=1))
     write_markdown(result, RESULTS / "learner_precision.md")
     print((RESULTS / "learner_precision.md").read_text())
 
