@@ -210,7 +210,7 @@ def memory_estimate(rung_name: str, kv_cache_gib: float = 1.0) -> str:
             f"the states, {12 * n / 2**30:.1f} GiB; ZeRO-2 the gradients too, {10 * n / 2**30:.1f} GiB; ZeRO-3 all, "
             f"{8 * n / 2**30:.1f} GiB); engine weights {4 * n / 2**30:.2f} + KV cache {kv_cache_gib:.0f} GiB; "
             f"the weights message {4 * n / 2**30:.2f} GiB in the learner, the driver and the object store each "
-            "(today's sync goes through the driver)")
+            "(with `sync.transport: object_store`; the stream holds one bucket at a time)")
 
 
 def markdown(results: dict) -> str:
@@ -233,13 +233,17 @@ def markdown(results: dict) -> str:
     any_run = next(iter(runs.values()), None)
     if any_run:
         w = any_run["spec"]
+        by_transport: dict[str, list[str]] = {}
+        for key, r in runs.items():
+            by_transport.setdefault(r["spec"].get("transport", "object_store"), []).append(key)
+        transports = ", ".join(f"`{t}` ({', '.join(keys)})" for t, keys in sorted(by_transport.items()))
         lines += ["", f"Workload (every run): {w['scenarios_per_step']} scenarios × G={w['group_size']} = "
                   f"{w['scenarios_per_step'] * w['group_size']} completions per step of at most "
                   f"{w['max_trace_tokens'] + 131} tokens (trace ≤ {w['max_trace_tokens']}, then 128 trajectory "
                   f"tokens under phase-constrained decoding), real SUMO scenario prompts, micro-batch "
                   f"{w['micro_batch']}, {w['steps']} steps of which the first {w['warmup']} are warm-up; fp32, "
                   "one OpenMP thread in every process, staleness 0, the sync's log-prob probe "
-                  f"{'on' if w['probe'] else 'off'}, weight sync `{w.get('transport', 'object_store')}`, random-init "
+                  f"{'on' if w['probe'] else 'off'}, weight sync {transports}, random-init "
                   "weights (no SFT), lr 1e-5, every run `nice -n 10`.",
                   "", "FLOPs: learner 6·N·T (T = prompt + completion tokens of the step, N all parameters: the tied "
                   "embedding is the LM head's matmul), engine 2·N·T over the same tokens (prefill + decode) per "
