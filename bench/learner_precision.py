@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import _vm_hwm  # noqa: E402
 from _scale import RUNGS, param_count  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,9 +63,7 @@ def child(rung_name: str, model_dir: str, precision: str, checkpointing: bool, u
         if i:
             times.append(time.perf_counter() - t0)
         losses.append(metrics["loss"])
-    hwm = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-               if line.startswith("VmHWM:"))
-    return {"update_s": times, "loss_first": losses[0], "peak_rss_bytes": hwm}
+    return {"update_s": times, "loss_first": losses[0], "peak_rss_bytes": _vm_hwm(os.getpid())}
 
 
 def model_folder(rung_name: str, cache: Path) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +48,16 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def _map(self, fn) -> TrainBatch:
+        """A batch of ``fn`` applied to every tensor field (absent optional fields stay None)."""
+        return TrainBatch(*(None if t is None else fn(t) for t in (getattr(self, f.name) for f in fields(self))))
+
     def to(self, device: torch.device) -> TrainBatch:
         """The same batch on ``device`` (the learner's GPU; a no-op on CPU)."""
-        return TrainBatch(*(None if t is None else t.to(device) for t in (
-            self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
-            self.prefix_mask, self.expert_targets)))
+        return self._map(lambda t: t.to(device))
 
     def slice(self, start: int, stop: int) -> TrainBatch:
-        return TrainBatch(*(None if t is None else t[start:stop] for t in (
-            self.input_ids, self.attention_mask, self.completion_mask, self.old_logp, self.advantages,
-            self.prefix_mask, self.expert_targets)))
+        return self._map(lambda t: t[start:stop])
 
 
 def make_train_batch(prompts, completions, sampler_logps, advantages, pad_id: int,
@@ -243,7 +243,7 @@ class GRPOLearner:
         sync exports stay fp32 (``token_logprobs`` upcasts the logits before the log-softmax)."""
         if self.cfg.precision == "fp32":
             return nullcontext()
-        return torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _expert_backward(self, hidden: torch.Tensor, mb: TrainBatch, total: int) -> float:
         """Accumulate the flow-loss gradient of this micro-batch's sequences that have a trajectory, weighted so the
